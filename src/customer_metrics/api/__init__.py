@@ -1,0 +1,1 @@
+"""The HTTP edge: routing, dependencies, error rendering, middleware."""

@@ -1,0 +1,88 @@
+"""Every error response is rendered here, in the contract's shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from customer_metrics.errors import AppError, InvalidRequest
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+_HTTP_DETAILS = {
+    404: "No such route. The API lives under /external/v1; see /docs.",
+    405: "This method is not allowed on this route; see /docs.",
+    413: "The request body is larger than this server accepts.",
+}
+
+
+class ASCIIJSONResponse(JSONResponse):
+    """Escapes non-ASCII so that even a lone surrogate echoed from the input renders."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def error_body(detail: str, code: str) -> dict[str, str]:
+    return {"detail": detail, "code": code}
+
+
+def _scalar_input(item: dict[str, Any]) -> dict[str, Any]:
+    # Echo small scalar inputs only: a 10 MiB body is not worth sending back.
+    value = item.get("input")
+    small = value is None or isinstance(value, bool | int | float) or (
+        isinstance(value, str) and len(value) <= 200
+    )
+    if not small:
+        item.pop("input", None)
+    return item
+
+
+def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"detail": [_scalar_input(dict(e)) for e in jsonable_encoder(errors)]}
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    if isinstance(exc, InvalidRequest):
+        item = {"type": exc.type, "loc": list(exc.loc), "msg": exc.detail}
+        return ASCIIJSONResponse(validation_body([item]), status_code=422)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return ASCIIJSONResponse(
+        error_body(exc.detail, exc.code), status_code=exc.status_code, headers=headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return ASCIIJSONResponse(validation_body(list(exc.errors())), status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    detail = _HTTP_DETAILS.get(exc.status_code) or str(exc.detail)
+    return ASCIIJSONResponse(
+        error_body(detail, code), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

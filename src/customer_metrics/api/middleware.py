@@ -1,0 +1,73 @@
+"""The outermost layer of every request: request id, metrics, deprecation headers for the
+seed's doubled path, and the last-resort 500 (with no trace, SQL or input in it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from customer_metrics.api.observability import Metrics, choose_request_id, request_id_var
+
+log = logging.getLogger("customer_metrics.http")
+
+API_PREFIX = "/external/v1"
+DOUBLED_PREFIX = API_PREFIX + API_PREFIX
+_INTERNAL_ERROR = json.dumps({"detail": "Internal server error", "code": "internal_error"})
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        request_id = choose_request_id(sent_id.decode("latin-1") or None)
+        token = request_id_var.set(request_id)
+        path: str = scope["path"]
+        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        if path.startswith(DOUBLED_PREFIX):
+            canonical = path[len(API_PREFIX) :]
+            extra += [
+                (b"deprecation", b"true"),
+                (b"link", f'<{canonical}>; rel="successor-version"'.encode("latin-1")),
+            ]
+        status = 500
+        response_started = False
+        started = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            if not response_started:
+                await send_with_headers(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _INTERNAL_ERROR.encode()})
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template, scope["method"]).observe(
+                time.perf_counter() - started
+            )
+            request_id_var.reset(token)

@@ -1,0 +1,49 @@
+"""The route class every API route uses: JSON bodies only (415 otherwise), parsed strictly."""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from customer_metrics.api import json as strict_json
+from customer_metrics.errors import UnsupportedMediaType
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+class StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json.loads(await self.body())
+        return self._json
+
+
+class StrictRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        takes_body = self.body_field is not None
+
+        async def strict_handler(request: Request) -> Response:
+            strict = StrictJSONRequest(request.scope, request.receive)
+            if takes_body:
+                body = await request.body()
+                content_type = request.headers.get("content-type")
+                if body and not (content_type and _is_json(content_type)):
+                    raise UnsupportedMediaType(
+                        "Send the body as JSON with 'Content-Type: application/json'."
+                    )
+                strict._body = body
+            return await handler(strict)
+
+        return strict_handler

@@ -1,0 +1,62 @@
+"""Domain errors. Rendered into the contract's shapes in one place: `api/errors.py`."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+
+    def __init__(self, detail: str, code: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class Unauthenticated(AppError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class Unavailable(AppError):
+    status_code = 503
+    code = "unavailable"
+
+
+class InvalidRequest(AppError):
+    """A 422 raised by a service: rendered in FastAPI's validation shape."""
+
+    status_code = 422
+    code = "invalid_request"
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str, type_: str = "value_error") -> None:
+        super().__init__(msg)
+        self.loc = loc
+        self.type = type_

@@ -1,0 +1,133 @@
+"""Metric definitions table access; every statement is scoped to the tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from customer_metrics.errors import Conflict
+from customer_metrics.storage import counters
+from customer_metrics.storage.database import Session
+from customer_metrics.storage.dialect import violated_constraint
+from customer_metrics.storage.models import Metric
+from customer_metrics.tenancy import Tenant
+
+_t = Metric.__table__
+_COLUMNS = [c for c in _t.c if c.name != "name_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    organization_id: int
+    id: int
+    key: str
+    name: str
+    description: str | None
+    data_type: str
+    unit: str | None
+    allowed_values: list[str] | None
+    archived: bool
+    time_created: datetime
+    time_updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MetricFilter:
+    include_archived: bool = False
+    data_type: str | None = None
+    folded_query: str | None = None
+
+
+def _row(r: Any) -> MetricRow:
+    return MetricRow(**{c.name: getattr(r, c.name) for c in _COLUMNS})
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class MetricRepository:
+    def __init__(self, session: Session, tenant: Tenant) -> None:
+        self._conn = session.connection
+        self._org = tenant.organization_id
+
+    async def next_number(self) -> int:
+        """Takes the organization's metric counter row lock until the transaction ends, so
+        creates within one organization queue here."""
+        return await counters.next_value(self._conn, self._org, "metric")
+
+    async def keys_starting_with(self, prefix: str) -> set[str]:
+        stmt = select(_t.c.key).where(
+            _t.c.organization_id == self._org,
+            _t.c.key.like(_like_escape(prefix) + "%", escape="\\"),
+        )
+        return set((await self._conn.execute(stmt)).scalars())
+
+    async def insert(self, values: dict[str, Any]) -> MetricRow:
+        stmt = insert(_t).values(organization_id=self._org, **values).returning(*_COLUMNS)
+        try:
+            return _row((await self._conn.execute(stmt)).one())
+        except IntegrityError as error:
+            raise _conflict(error, values) from None
+
+    async def get(self, *, id: int | None = None, key: str | None = None) -> MetricRow | None:
+        stmt = select(*_COLUMNS).where(_t.c.organization_id == self._org)
+        stmt = stmt.where(_t.c.id == id) if id is not None else stmt.where(_t.c.key == key)
+        row = (await self._conn.execute(stmt)).first()
+        return _row(row) if row else None
+
+    async def list(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
+        stmt = (
+            select(*_COLUMNS)
+            .where(_t.c.organization_id == self._org, _t.c.id > after_id)
+            .order_by(_t.c.id)
+            .limit(limit)
+        )
+        if not where.include_archived:
+            stmt = stmt.where(_t.c.archived.is_(False))
+        if where.data_type:
+            stmt = stmt.where(_t.c.data_type == where.data_type)
+        if where.folded_query:
+            pattern = f"%{_like_escape(where.folded_query)}%"
+            stmt = stmt.where(
+                or_(_t.c.name_key.like(pattern, escape="\\"), _t.c.key.like(pattern, escape="\\"))
+            )
+        return [_row(r) for r in await self._conn.execute(stmt)]
+
+    async def update(self, id: int, values: dict[str, Any]) -> MetricRow:
+        stmt = (
+            update(_t)
+            .where(_t.c.organization_id == self._org, _t.c.id == id)
+            .values(**values)
+            .returning(*_COLUMNS)
+        )
+        try:
+            return _row((await self._conn.execute(stmt)).one())
+        except IntegrityError as error:
+            raise _conflict(error, values) from None
+
+    async def delete(self, id: int) -> None:
+        await self._conn.execute(
+            delete(_t).where(_t.c.organization_id == self._org, _t.c.id == id)
+        )
+
+
+def _conflict(error: IntegrityError, values: dict[str, Any]) -> Conflict:
+    constraint = violated_constraint(error)
+    if "name_key" in constraint:
+        return Conflict(
+            f"A metric named {values.get('name')!r} already exists in this organization "
+            "(names are compared ignoring case); choose another name.",
+            "name_taken",
+        )
+    if "key" in constraint:
+        return Conflict(
+            f"A metric with key {values.get('key')!r} already exists in this organization; "
+            "choose another key.",
+            "key_taken",
+        )
+    raise error

@@ -1,0 +1,112 @@
+"""HTTP routes for metric definitions (`/customers/metrics`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from customer_metrics.api.routing import StrictRoute
+from customer_metrics.errors import InvalidRequest
+from customer_metrics.metrics.refs import format_metric_id
+from customer_metrics.metrics.repository import MetricFilter, MetricRepository, MetricRow
+from customer_metrics.metrics.schemas import (
+    DataType,
+    MetricCreate,
+    MetricDetailOut,
+    MetricOut,
+    MetricPage,
+    MetricUpdate,
+    MetricUsage,
+)
+from customer_metrics.metrics.service import MetricService
+from customer_metrics.text import comparison_key
+
+router = APIRouter(prefix="/customers/metrics", tags=["metric definitions"], route_class=StrictRoute)
+
+
+def metric_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> MetricService:
+    return MetricService(MetricRepository(session, tenant), limits)
+
+
+Service = Annotated[MetricService, Depends(metric_service)]
+
+
+def to_out(row: MetricRow) -> MetricOut:
+    return MetricOut(**_fields(row))
+
+
+def _fields(row: MetricRow) -> dict[str, object]:
+    return dict(
+        id=row.id,
+        metric_id=format_metric_id(row.id),
+        name=row.name,
+        description=row.description,
+        data_type=row.data_type,
+        organization_id=row.organization_id,
+        time_created=row.time_created,
+        time_updated=row.time_updated,
+        key=row.key,
+        unit=row.unit,
+        allowed_values=row.allowed_values,
+        archived=row.archived,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=MetricOut)
+async def create_metric(
+    body: MetricCreate, service: Service, session: DbSession, response: Response
+) -> MetricOut:
+    row = await service.create(body)
+    await session.commit()
+    response.headers["Location"] = f"/external/v1/customers/metrics/{format_metric_id(row.id)}"
+    return to_out(row)
+
+
+@router.get("", response_model=MetricPage)
+async def list_metrics(
+    service: Service,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    include_archived: bool = False,
+    data_type: Annotated[DataType | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+) -> MetricPage:
+    after = decode_cursor(cursor, 0)
+    if not isinstance(after, int) or isinstance(after, bool):
+        raise InvalidRequest(("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid")
+    where = MetricFilter(
+        include_archived=include_archived,
+        data_type=data_type,
+        folded_query=comparison_key(q.strip()) if q and q.strip() else None,
+    )
+    rows = await service.list(where, after, limit + 1)
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return MetricPage(data=[to_out(r) for r in rows[:limit]], next_cursor=next_cursor)
+
+
+@router.get("/{ref}", response_model=MetricDetailOut)
+async def get_metric(ref: str, service: Service) -> MetricDetailOut:
+    row = await service.get(ref)
+    usage = MetricUsage(customers=0, values=0, last_value_at=None)
+    return MetricDetailOut(**_fields(row), usage=usage)
+
+
+@router.patch("/{ref}", response_model=MetricOut)
+async def update_metric(
+    ref: str, body: MetricUpdate, service: Service, session: DbSession
+) -> MetricOut:
+    row = await service.update(ref, body)
+    await session.commit()
+    return to_out(row)
+
+
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_metric(
+    ref: str, service: Service, session: DbSession, cascade: bool = False
+) -> Response:
+    await service.delete(ref, cascade)
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

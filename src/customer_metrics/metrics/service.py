@@ -1,0 +1,122 @@
+"""The rules for metric definitions. Raises domain errors; never commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from customer_metrics import clock
+from customer_metrics.errors import InvalidRequest, NotFound
+from customer_metrics.limits import ALLOWED_VALUES_MAX, UNIT_MAX, Limits, check_length
+from customer_metrics.metrics import keys
+from customer_metrics.metrics.refs import KEY_PATTERN, format_metric_id, parse_ref
+from customer_metrics.metrics.repository import MetricFilter, MetricRepository, MetricRow
+from customer_metrics.metrics.schemas import MetricCreate, MetricUpdate
+from customer_metrics.text import comparison_key
+
+
+class MetricService:
+    def __init__(self, repository: MetricRepository, limits: Limits) -> None:
+        self._repo = repository
+        self._limits = limits
+
+    async def create(self, body: MetricCreate) -> MetricRow:
+        self._check_texts(body.name, body.description, body.unit, "name" in body.model_fields_set)
+        _check_allowed_values(body.data_type, body.allowed_values, self._limits)
+        if body.key is not None and not KEY_PATTERN.match(body.key):
+            raise InvalidRequest(
+                ("body", "key"),
+                "Key must start with a lower-case letter and hold only a-z, 0-9 and _ "
+                "(at most 64 characters)",
+                "string_pattern_mismatch",
+            )
+        number = await self._repo.next_number()
+        key = body.key
+        if key is None:
+            base = keys.base_key(body.name)
+            key = keys.first_free(base, await self._repo.keys_starting_with(base[:56]))
+        now = clock.now()
+        return await self._repo.insert(
+            {
+                "id": number,
+                "key": key,
+                "name": body.name,
+                "name_key": comparison_key(body.name),
+                "description": body.description,
+                "data_type": body.data_type,
+                "unit": body.unit,
+                "allowed_values": body.allowed_values,
+                "archived": False,
+                "time_created": now,
+                "time_updated": now,
+            }
+        )
+
+    async def get(self, ref: str) -> MetricRow:
+        parsed = parse_ref(ref)
+        row = await self._repo.get(id=parsed.id, key=parsed.key) if parsed else None
+        if row is None:
+            raise NotFound(f"No metric {ref!r} in this organization.")
+        return row
+
+    async def list(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
+        return await self._repo.list(where, after_id, limit)
+
+    async def update(self, ref: str, body: MetricUpdate) -> MetricRow:
+        current = await self.get(ref)
+        sent = body.model_fields_set
+        for field in ("name", "archived", "data_type"):
+            if field in sent and getattr(body, field) is None:
+                raise InvalidRequest(("body", field), f"{field} cannot be null", "null_not_allowed")
+        self._check_texts(body.name, body.description, body.unit, "name" in sent)
+        changes: dict[str, Any] = {
+            field: getattr(body, field)
+            for field in sent
+            if getattr(body, field) != getattr(current, field)
+        }
+        if "name" in changes:
+            changes["name_key"] = comparison_key(changes["name"])
+        data_type = changes.get("data_type", current.data_type)
+        allowed = changes.get("allowed_values", current.allowed_values)
+        if "data_type" in changes or "allowed_values" in changes:
+            _check_allowed_values(data_type, allowed, self._limits)
+        if not changes:
+            return current
+        changes["time_updated"] = clock.now()
+        return await self._repo.update(current.id, changes)
+
+    async def delete(self, ref: str, cascade: bool) -> None:
+        current = await self.get(ref)
+        await self._repo.delete(current.id)
+
+    def _check_texts(
+        self, name: str | None, description: str | None, unit: str | None, name_sent: bool
+    ) -> None:
+        if name_sent and name is not None:
+            check_length(("body", "name"), name, self._limits.name)
+        if description is not None:
+            check_length(("body", "description"), description, self._limits.description, 0)
+        if unit is not None:
+            check_length(("body", "unit"), unit, UNIT_MAX)
+
+
+def _check_allowed_values(data_type: str, allowed: list[str] | None, limits: Limits) -> None:
+    if allowed is None:
+        return
+    loc: tuple[str | int, ...] = ("body", "allowed_values")
+    if data_type != "STRING":
+        raise InvalidRequest(
+            loc, f"allowed_values applies only to STRING metrics, not {data_type}", "value_error"
+        )
+    if not 1 <= len(allowed) <= ALLOWED_VALUES_MAX:
+        raise InvalidRequest(
+            loc, f"allowed_values must hold 1 to {ALLOWED_VALUES_MAX} entries", "value_error"
+        )
+    if len(set(allowed)) != len(allowed):
+        raise InvalidRequest(loc, "allowed_values must not repeat an entry", "value_error")
+    for index, value in enumerate(allowed):
+        check_length((*loc, index), value, limits.string_value)
+
+
+def metric_id(row: MetricRow) -> str:
+    return format_metric_id(row.id)
+

@@ -1,0 +1,1 @@
+"""Organizations: the tenants (admin plane, reached only from the command line)."""

@@ -1,0 +1,42 @@
+"""Configuration: one settings class read from `CM_` environment variables (and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".customer-metrics")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CM_", env_file=".env", extra="ignore")
+
+    # Plain `DATABASE_URL` is honoured too; empty means the embedded SQLite file.
+    database_url: str = Field(
+        default="", validation_alias=AliasChoices("CM_DATABASE_URL", "DATABASE_URL")
+    )
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Keyed-hash secret for API keys. When unset it is generated once into data_dir/secret.
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    pool_size: int = 20
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_name_length: int = 100
+    max_description_length: int = 2000
+    max_string_value_length: int = 1000
+    max_customer_id_length: int = 255
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'customer-metrics.db').as_posix()}"
+
+
+def get_settings() -> Settings:
+    return Settings()

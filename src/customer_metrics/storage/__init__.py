@@ -1,0 +1,1 @@
+"""Storage: engine, tables, dialect differences and migrations. The only home of SQL."""

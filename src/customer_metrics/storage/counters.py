@@ -1,0 +1,24 @@
+"""Gapless per-organization numbers: bumped inside the caller's transaction, so a rollback
+returns the number and concurrent callers queue on the counter row."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from customer_metrics.storage.dialect import upsert_insert
+from customer_metrics.storage.models import Counter
+
+
+async def next_value(conn: AsyncConnection, organization_id: int, name: str) -> int:
+    table = Counter.__table__
+    insert = upsert_insert(conn.dialect.name)
+    stmt = (
+        insert(table)
+        .values(organization_id=organization_id, name=name, value=1)
+        .on_conflict_do_update(
+            index_elements=[table.c.organization_id, table.c.name],
+            set_={"value": table.c.value + 1},
+        )
+        .returning(table.c.value)
+    )
+    return int((await conn.execute(stmt)).scalar_one())

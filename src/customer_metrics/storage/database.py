@@ -1,0 +1,48 @@
+"""The engine: opened once per process, handing out one connection (one transaction) per
+request."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from customer_metrics.storage import dialect
+
+
+class Database:
+    def __init__(self, url: str, pool_size: int = 20) -> None:
+        self.url = dialect.async_url(url)
+        self.is_sqlite = dialect.is_sqlite(self.url)
+        if self.is_sqlite:
+            dialect.ensure_sqlite_dir(self.url)
+        self.engine: AsyncEngine = create_async_engine(
+            self.url, **dialect.engine_options(self.url, pool_size)
+        )
+        if self.is_sqlite:
+            dialect.install_sqlite_transactions(self.engine)
+
+    async def connect(self, *, read_only: bool) -> AsyncConnection:
+        conn = await self.engine.connect()
+        if read_only:
+            await conn.execution_options(**{dialect.READ_ONLY: True})
+        return conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class Session:
+    """One request's connection and transaction. Routes commit before they return, so a write
+    is durable before its response leaves; closing without a commit rolls back."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+async def open_session(database: Database, *, read_only: bool) -> Session:
+    return Session(await database.connect(read_only=read_only))

@@ -1,0 +1,90 @@
+"""The only place SQLite and PostgreSQL are told apart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+READ_ONLY = "cm_read_only"
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<cols>.+)$")
+
+
+def async_url(raw: str) -> URL:
+    """`postgresql://…` and `sqlite:///…` as a person writes them → the async driver's URL."""
+    url = make_url(raw)
+    backend = url.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return url.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    raise ValueError(f"unsupported database URL scheme: {url.drivername!r}")
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def ensure_sqlite_dir(url: URL) -> None:
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def engine_options(url: URL, pool_size: int) -> dict[str, Any]:
+    if is_sqlite(url):
+        return {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 60}
+    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": 30}
+
+
+def install_sqlite_transactions(engine: AsyncEngine) -> None:
+    """WAL, busy timeout, foreign keys, and `BEGIN IMMEDIATE` for every write transaction.
+
+    The driver's own implicit transactions are switched off: a deferred BEGIN that reads
+    then writes fails with "database is locked" under concurrency, and legacy implicit
+    transactions lose updates. Read-only requests keep a deferred BEGIN (WAL readers never
+    block)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA busy_timeout=30000",
+            "PRAGMA foreign_keys=ON",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def violated_constraint(error: IntegrityError) -> str:
+    """The name (PostgreSQL) or column list (SQLite) of the unique constraint an insert hit."""
+    cause = getattr(error.orig, "__cause__", None)
+    name = getattr(cause, "constraint_name", None) or getattr(error.orig, "constraint_name", None)
+    if name:
+        return str(name)
+    match = _SQLITE_UNIQUE.search(str(error.orig))
+    return match.group("cols") if match else ""
+
+
+def upsert_insert(engine_dialect_name: str) -> Any:
+    """The `insert` construct that has `on_conflict_do_update/nothing` for this dialect."""
+    if engine_dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert

@@ -1,0 +1,39 @@
+"""Running and checking migrations, for the CLI, the server's start-up and the tests."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from customer_metrics.storage.database import Database
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("customer_metrics.storage") / "migrations"))
+    config.set_main_option("sqlalchemy.url", url)
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Bring the database to the newest schema. Safe to run again: it is a no-op then."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def is_up_to_date(database: Database, url: str) -> bool:
+    async with database.engine.connect() as conn:
+        current = await conn.run_sync(_current_revision)
+    return current == head_revision(url)

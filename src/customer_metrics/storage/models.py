@@ -1,0 +1,100 @@
+"""Every table. Tenant tables lead their primary key and unique constraints with
+`organization_id`, so they can be distributed by organization on Citus unchanged;
+`organizations` and `api_keys` are the admin plane (reference tables on Citus)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from customer_metrics.storage.types import AutoId, Json, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    time_created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    organization_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    time_created: Mapped[datetime] = mapped_column(UTCDateTime())
+    time_revoked: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index(None, "organization_id", "id"),)
+
+
+class Counter(Base):
+    """Per-organization gapless counters (`metric` → METRIC-NNN), bumped in the inserting
+    transaction so a rolled-back insert gives its number back."""
+
+    __tablename__ = "counters"
+
+    organization_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (PrimaryKeyConstraint("organization_id", "name"),)
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+
+    organization_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    # Numbered per organization by the `metric` counter: METRIC-005 has id 5.
+    id: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(400))
+    # NFKC + casefold of the name: what uniqueness compares.
+    name_key: Mapped[str] = mapped_column(String(400))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data_type: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    allowed_values: Mapped[list[Any] | None] = mapped_column(Json, nullable=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    time_created: Mapped[datetime] = mapped_column(UTCDateTime())
+    time_updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "id"),
+        UniqueConstraint("organization_id", "key"),
+        UniqueConstraint("organization_id", "name_key"),
+    )
