@@ -27,7 +27,6 @@ _HTTP_CODES = {
 _HTTP_DETAILS = {
     404: "No such route. The API lives under /external/v1; see /docs.",
     405: "This method is not allowed on this route; see /docs.",
-    413: "The request body is larger than this server accepts.",
 }
 
 

@@ -1,0 +1,96 @@
+"""Operational surface: health, readiness, Prometheus, OpenAPI, request ids, unknown routes."""
+
+from __future__ import annotations
+
+import pytest
+
+
+async def test_healthz_and_readyz_need_no_key(anon):
+    assert (await anon.get("/healthz")).json() == {"status": "ok"}
+    ready = await anon.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+async def test_prometheus_metrics_count_requests_by_route_and_status(anon, client):
+    await client.get("/customers/metrics")
+    await client.get("/customers/metrics/METRIC-404")
+    text = (await anon.get("/metrics")).text
+    assert 'cm_http_requests_total{method="GET",route="/customers/metrics",status="200"}' in text
+    assert 'route="/customers/metrics/{ref}",status="404"' in text
+    assert "cm_http_request_duration_seconds_bucket" in text
+
+
+async def test_openapi_describes_every_public_route(anon):
+    document = (await anon.get("/openapi.json")).json()
+    paths = document["paths"]
+    assert set(paths["/external/v1/customers/metrics"]) == {"get", "post"}
+    assert set(paths["/external/v1/customers/metrics/{ref}"]) == {"get", "patch", "delete"}
+    assert (await anon.get("/docs")).status_code == 200
+
+
+async def test_request_id_is_echoed_when_sane_and_generated_otherwise(client):
+    echoed = await client.get("/customers/metrics", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/customers/metrics", headers={"X-Request-ID": "bad id\t!"})
+    assert generated.headers["x-request-id"] not in ("", "bad id\t!")
+    plain = await client.get("/customers/metrics")
+    assert len(plain.headers["x-request-id"]) >= 16
+
+
+async def test_error_responses_carry_a_request_id(client, anon):
+    assert "x-request-id" in (await anon.get("/external/v1/customers/metrics")).headers
+    assert "x-request-id" in (await client.post("/customers/metrics", json={})).headers
+
+
+async def test_log_lines_carry_the_request_id(client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="customer_metrics")
+    logger = logging.getLogger("customer_metrics.test")
+    from customer_metrics.api.observability import RequestIdFilter, request_id_var
+
+    token = request_id_var.set("req-42")
+    try:
+        record = logger.makeRecord("customer_metrics.test", logging.INFO, "f", 1, "m", None, None)
+        RequestIdFilter().filter(record)
+    finally:
+        request_id_var.reset(token)
+    assert record.request_id == "req-42"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/nowhere", 404, "not_found"),
+        ("PUT", "/external/v1/customers/metrics", 405, "method_not_allowed"),
+    ],
+)
+async def test_unknown_routes_and_methods_use_the_error_shape(anon, method, path, status, code):
+    response = await anon.request(method, path)
+    assert response.status_code == status
+    assert response.json()["code"] == code
+    assert set(response.json()) == {"detail", "code"}
+
+
+async def test_streamed_body_over_the_limit_is_413(client, app):
+    limit = app.state.settings.max_body_bytes
+
+    async def chunks():
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    response = await client.post(
+        "/customers/metrics", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_timestamps_have_milliseconds_and_z(client):
+    from tests.api.test_seed import TIMESTAMP
+
+    body = (
+        await client.post("/customers/metrics", json={"name": "T", "data_type": "DATE"})
+    ).json()
+    assert TIMESTAMP.match(body["time_created"]) and TIMESTAMP.match(body["time_updated"])

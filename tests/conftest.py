@@ -1,0 +1,121 @@
+"""Every test runs against SQLite and PostgreSQL; the schema comes from the migrations.
+
+Tests isolate themselves by tenant: each one creates its own organization and key, so one
+migrated database per backend serves a whole test session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from customer_metrics.main import create_app
+from customer_metrics.settings import Settings
+from customer_metrics.storage import migrate
+from tests.builders import Org, create_org
+
+BACKENDS = [b for b in os.environ.get("CM_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+PG_ADMIN_URL = os.environ.get(
+    "CM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    settings: Settings
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.resolved_database_url
+
+
+def _postgres_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_postgres_database() -> str:
+    name = f"cm_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as error:
+        if _postgres_required():
+            pytest.fail(f"PostgreSQL is required in CI and unreachable: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def make_settings(tmp: Path, database_url: str = "") -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp, secret_key="test-secret-" + tmp.name)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    tmp = tmp_path_factory.mktemp(f"data-{request.param}")
+    if request.param == "sqlite":
+        settings = make_settings(tmp)
+        migrate.upgrade(settings.resolved_database_url)
+        yield Backend("sqlite", settings)
+        return
+    url = create_postgres_database()
+    try:
+        settings = make_settings(tmp, url)
+        migrate.upgrade(url)
+        yield Backend("postgres", settings)
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+async def app(backend: Backend) -> AsyncIterator[object]:
+    application = create_app(backend.settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def anon(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture
+async def org(app: object) -> Org:
+    return await create_org(app)
+
+
+def api_client(app: object, api_key: str | None = None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        base_url="http://test/external/v1",
+        headers=headers,
+    )
+
+
+@pytest.fixture
+async def client(app: object, org: Org) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(app, org.api_key) as scoped:
+        yield scoped

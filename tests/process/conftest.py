@@ -1,0 +1,213 @@
+"""A real `customer-metrics serve` process per test, on a fresh database of the test's backend.
+
+What only a process shows: concurrency through a real socket, kill -9, the command line and
+the server sharing one database. When a test fails, every server log it produced is attached
+to the report ("server log" section)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from customer_metrics.storage import migrate
+from tests.conftest import Backend, create_postgres_database, drop_postgres_database
+
+API_PATH = "/external/v1"
+START_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+CLI_TIMEOUT_SECONDS = 60.0
+_SERVERS = pytest.StashKey[list["ServerProcess"]]()
+
+
+def _executable() -> str:
+    script = Path(sys.executable).with_name("customer-metrics")
+    if not script.exists():
+        pytest.fail(f"{script} is missing: install the package (make install)")
+    return str(script)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _clean_environment() -> dict[str, str]:
+    # Only the configuration this fixture sets may reach the server and the command line.
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("CM_") and name != "DATABASE_URL"
+    }
+
+
+class ServerProcess:
+    """`customer-metrics serve` in its own process group; restartable on the same database.
+
+    Every process runs in `workdir`, so a developer's `.env` is never read."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.log_path = workdir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + API_PATH
+
+    def client(self, api_key: str | None = None, **options: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.AsyncClient(
+            base_url=self.api_url, headers=headers, timeout=httpx.Timeout(60.0), **options
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        assert self.process is None, "server already running"
+        self.port = _free_port()
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start #{self.starts} on port {self.port} =====\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_healthy()
+
+    def _wait_until_healthy(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        with httpx.Client(base_url=self.base_url, timeout=1.0) as probe:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    code = self.process.returncode
+                    self.process = None
+                    pytest.fail(f"server exited with {code} before it was healthy:\n{self.log()}")
+                try:
+                    if probe.get("/healthz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        self.stop()
+        pytest.fail(
+            f"server not healthy on {self.base_url} after {START_TIMEOUT_SECONDS}s:\n{self.log()}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as `kill -9` would: no shutdown code runs."""
+        self._signal_group(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            self.process = None
+
+    def stop(self) -> None:
+        """SIGTERM the process group; SIGKILL whatever is still there after a grace period."""
+        if self.process is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        # Also reaps workers that outlived the parent.
+        self._signal_group(signal.SIGKILL)
+        self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        self.process = None
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)  # the group id is the leader's pid (new session)
+        except ProcessLookupError:
+            pass
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a `customer-metrics` command on the server's database and configuration."""
+        done = subprocess.run(
+            [_executable(), *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+            check=False,
+        )
+        with self.log_path.open("a") as log:
+            log.write(f"\n----- cli {' '.join(args)} -> exit {done.returncode} -----\n")
+            log.write(done.stderr)
+        return done
+
+    def cli_json(self, *args: str) -> Any:
+        done = self.cli(*args, "--json")
+        assert done.returncode == 0, f"{args} failed: {done.stdout}{done.stderr}"
+        return json.loads(done.stdout)
+
+    def create_org(self, name: str) -> dict[str, Any]:
+        created = self.cli_json("org", "create", name)
+        assert set(created) == {"organization_id", "name", "api_key"}, created
+        return created  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def server(
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    """A started server on a database of its own; terminated (process group) at teardown."""
+    env = _clean_environment()
+    env["CM_SECRET_KEY"] = f"process-test-secret-{tmp_path.name}"
+    env["CM_DATA_DIR"] = str(tmp_path / "data")
+    database_url = ""
+    if backend.name == "postgres":
+        database_url = create_postgres_database()
+        env["CM_DATABASE_URL"] = database_url
+    # SQLite: no URL, so `serve` migrates the embedded file in CM_DATA_DIR on start.
+    process = ServerProcess(tmp_path, env)
+    request.node.stash.setdefault(_SERVERS, []).append(process)
+    try:
+        if database_url:
+            migrate.upgrade(database_url)
+        process.start()
+        yield process
+    finally:
+        process.stop()
+        if database_url:
+            drop_postgres_database(database_url)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report = yield
+    if report.failed:
+        for index, process in enumerate(item.stash.get(_SERVERS, [])):
+            report.sections.append((f"server log #{index + 1} ({process.log_path})", process.log()))
+    return report
