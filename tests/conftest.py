@@ -71,7 +71,9 @@ def make_settings(tmp: Path, database_url: str = "") -> Settings:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
     tmp = tmp_path_factory.mktemp(f"data-{request.param}")
     if request.param == "sqlite":
         settings = make_settings(tmp)

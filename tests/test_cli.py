@@ -45,7 +45,8 @@ def test_key_create_list_and_revoke(run):
     key = json.loads(run("key", "create", "--org", str(org["organization_id"]), "--json"))
     assert set(key) == {"organization_id", "api_key", "prefix"}
     assert key["organization_id"] == org["organization_id"]
-    assert KEY.match(key["api_key"]) and key["api_key"].startswith(key["prefix"])
+    assert KEY.match(key["api_key"])
+    assert key["api_key"].startswith(key["prefix"])
     assert len(key["prefix"]) == len("cm_") + 8
 
     listed = json.loads(run("key", "list", "--org", str(org["organization_id"]), "--json"))
@@ -75,13 +76,15 @@ def test_commands_refuse_an_unmigrated_database(tmp_path, monkeypatch):
 
 
 async def test_cli_key_works_against_the_api(backend, app, run):
-    from tests.conftest import api_client
-
     import asyncio
+
+    from tests.conftest import api_client
 
     # The command line runs its own event loop: give it a thread, as a shell would a process.
     created = json.loads(await asyncio.to_thread(run, "org", "create", "Wired", "--json"))
     async with api_client(app, created["api_key"]) as client:
-        response = await client.post("/customers/metrics", json={"name": "X", "data_type": "NUMBER"})
+        response = await client.post(
+            "/customers/metrics", json={"name": "X", "data_type": "NUMBER"}
+        )
     assert response.status_code == 201
     assert response.json()["organization_id"] == created["organization_id"]

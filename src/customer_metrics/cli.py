@@ -25,7 +25,9 @@ from customer_metrics.storage.database import Database, Session, open_session
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Customer metrics: the service and its administration.", no_args_is_help=True)
+app = typer.Typer(
+    help="Customer metrics: the service and its administration.", no_args_is_help=True
+)
 org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 key_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
@@ -154,7 +156,7 @@ def org_list(as_json: JsonFlag = False) -> None:
     settings = get_settings()
 
     async def work(session: Session) -> list[tuple[int, str, str]]:
-        rows = await OrganizationService(OrganizationRepository(session)).list()
+        rows = await OrganizationService(OrganizationRepository(session)).list_all()
         return [(r.id, r.name, format_timestamp(r.time_created)) for r in rows]
 
     rows = _in_transaction(settings, work)
@@ -197,7 +199,7 @@ def key_list(
     settings = get_settings()
 
     async def work(session: Session) -> list[dict[str, object]]:
-        rows = await _keys(settings, session).list(org)
+        rows = await _keys(settings, session).list_keys(org)
         return [
             {
                 "prefix": r.prefix,

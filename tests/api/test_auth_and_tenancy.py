@@ -77,7 +77,10 @@ async def test_another_organizations_metric_is_404_on_every_route(app, client, r
         listed = (await other.get("/customers/metrics", params={"include_archived": True})).json()
     for answer in answers:
         assert answer.status_code == 404
-        assert answer.json() == {"detail": f"No metric {ref!r} in this organization.", "code": "not_found"}
+        assert answer.json() == {
+            "detail": f"No metric {ref!r} in this organization.",
+            "code": "not_found",
+        }
     assert listed["data"] == []
     mine = (await client.get(f"/customers/metrics/{ref}")).json()
     assert mine["name"] == "Secret ARR"

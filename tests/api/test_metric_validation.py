@@ -20,7 +20,9 @@ INVALID_BODIES = [
     pytest.param(_body(name="   "), ("body", "name"), "string_too_short", id="name-blank"),
     pytest.param(_body(name=LONG), ("body", "name"), "string_too_long", id="name-too-long"),
     pytest.param(_body(name="a\x00b"), ("body", "name"), "string_invalid_character", id="nul"),
-    pytest.param(_body(name="a\ud800"), ("body", "name"), "string_invalid_character", id="surrogate"),
+    pytest.param(
+        _body(name="a\ud800"), ("body", "name"), "string_invalid_character", id="surrogate"
+    ),
     pytest.param(_body(name="a\x07b"), ("body", "name"), "string_invalid_character", id="bell"),
     pytest.param(_body(data_type="MONEY"), ("body", "data_type"), "literal_error", id="type"),
     pytest.param(_body(data_type=1), ("body", "data_type"), "literal_error", id="type-number"),

@@ -37,12 +37,14 @@ async def test_explicit_key_is_kept_and_a_taken_key_is_409(client):
 
 @pytest.mark.parametrize(
     "variant",
-    ["ARR", "arr", "  Arr  ", "ＡＲＲ", "A\u0052R"],
+    ["ARR", "arr", "  Arr  ", "ＡＲＲ"],
     ids=["same", "lower", "padded", "fullwidth", "escaped"],
 )
 async def test_duplicate_names_compare_case_insensitively_after_normalisation(client, variant):
     await create_metric(client, name="Arr")
-    response = await client.post("/customers/metrics", json={"name": variant, "data_type": "NUMBER"})
+    response = await client.post(
+        "/customers/metrics", json={"name": variant, "data_type": "NUMBER"}
+    )
     assert response.status_code == 409
     assert response.json()["code"] == "name_taken"
     assert "name" in response.json()["detail"]
@@ -67,7 +69,9 @@ async def test_a_409_does_not_consume_a_metric_number(client):
 async def test_archived_names_still_block_new_definitions(client):
     created = await create_metric(client, name="Seats")
     await client.patch(f"/customers/metrics/{created['metric_id']}", json={"archived": True})
-    response = await client.post("/customers/metrics", json={"name": "seats", "data_type": "NUMBER"})
+    response = await client.post(
+        "/customers/metrics", json={"name": "seats", "data_type": "NUMBER"}
+    )
     assert response.status_code == 409
 
 
@@ -152,8 +156,14 @@ async def test_list_filters(client):
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 0}, {"limit": 201}, {"limit": "x"}, {"cursor": "!!"}, {"cursor": "InN0ciI"},
-     {"data_type": "MONEY"}],
+    [
+        {"limit": 0},
+        {"limit": 201},
+        {"limit": "x"},
+        {"cursor": "!!"},
+        {"cursor": "InN0ciI"},
+        {"data_type": "MONEY"},
+    ],
 )
 async def test_bad_list_parameters_are_422(client, params):
     response = await client.get("/customers/metrics", params=params)
@@ -199,15 +209,24 @@ async def test_patch_can_change_case_of_its_own_name(client):
 
 @pytest.mark.parametrize(
     "body",
-    [{"key": "other"}, {"id": 9}, {"metric_id": "METRIC-009"}, {"organization_id": 3},
-     {"name": None}, {"archived": None}, {"data_type": None}, {"archived": "yes"}],
+    [
+        {"key": "other"},
+        {"id": 9},
+        {"metric_id": "METRIC-009"},
+        {"organization_id": 3},
+        {"name": None},
+        {"archived": None},
+        {"data_type": None},
+        {"archived": "yes"},
+    ],
 )
 async def test_patch_of_immutable_or_null_fields_is_422(client, body):
     created = await create_metric(client, name="Seats")
     response = await client.patch(f"/customers/metrics/{created['key']}", json=body)
     assert response.status_code == 422
     unchanged = (await client.get(f"/customers/metrics/{created['key']}")).json()
-    assert unchanged["key"] == "seats" and unchanged["name"] == "Seats"
+    assert unchanged["key"] == "seats"
+    assert unchanged["name"] == "Seats"
 
 
 async def test_patch_data_type_without_values_and_allowed_values_rules(client):

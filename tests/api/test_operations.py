@@ -90,7 +90,6 @@ async def test_streamed_body_over_the_limit_is_413(client, app):
 async def test_timestamps_have_milliseconds_and_z(client):
     from tests.api.test_seed import TIMESTAMP
 
-    body = (
-        await client.post("/customers/metrics", json={"name": "T", "data_type": "DATE"})
-    ).json()
-    assert TIMESTAMP.match(body["time_created"]) and TIMESTAMP.match(body["time_updated"])
+    body = (await client.post("/customers/metrics", json={"name": "T", "data_type": "DATE"})).json()
+    assert TIMESTAMP.match(body["time_created"])
+    assert TIMESTAMP.match(body["time_updated"])

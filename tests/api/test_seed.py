@@ -74,7 +74,8 @@ async def test_seed_422_shape_for_missing_fields(client):
     detail = response.json()["detail"]
     assert {tuple(item["loc"]) for item in detail} == {("body", "name"), ("body", "data_type")}
     for item in detail:
-        assert isinstance(item["msg"], str) and item["msg"]
+        assert isinstance(item["msg"], str)
+        assert item["msg"]
         assert item["type"] == "missing"
 
 

@@ -32,7 +32,9 @@ def _inspect(url: str):
                         set(inspect(sync_conn).get_table_names()),
                         compare_metadata(context, Base.metadata),
                         {
-                            table: inspect(sync_conn).get_pk_constraint(table)["constrained_columns"]
+                            table: inspect(sync_conn).get_pk_constraint(table)[
+                                "constrained_columns"
+                            ]
                             for table in ("metrics", "counters")
                         },
                         {

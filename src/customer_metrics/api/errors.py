@@ -44,8 +44,10 @@ def error_body(detail: str, code: str) -> dict[str, str]:
 def _scalar_input(item: dict[str, Any]) -> dict[str, Any]:
     # Echo small scalar inputs only: a 10 MiB body is not worth sending back.
     value = item.get("input")
-    small = value is None or isinstance(value, bool | int | float) or (
-        isinstance(value, str) and len(value) <= 200
+    small = (
+        value is None
+        or isinstance(value, bool | int | float)
+        or (isinstance(value, str) and len(value) <= 200)
     )
     if not small:
         item.pop("input", None)

@@ -9,9 +9,9 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 
 from customer_metrics.storage.database import Session
-from customer_metrics.storage.models import ApiKey
+from customer_metrics.storage.models import ApiKey, table_of
 
-_t = ApiKey.__table__
+_t = table_of(ApiKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,9 @@ class ApiKeyRepository:
     ) -> ApiKeyRow:
         stmt = (
             insert(_t)
-            .values(organization_id=organization_id, prefix=prefix, key_hash=key_hash,
-                    time_created=now)
+            .values(
+                organization_id=organization_id, prefix=prefix, key_hash=key_hash, time_created=now
+            )
             .returning(*_COLUMNS)
         )
         return ApiKeyRow(*(await self._conn.execute(stmt)).one())

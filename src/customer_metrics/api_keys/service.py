@@ -43,7 +43,7 @@ class ApiKeyService:
             raise Unauthenticated(UNAUTHENTICATED_DETAIL)
         return Tenant(organization_id=found[0], api_key_id=found[1])
 
-    async def list(self, organization_id: int | None) -> list[ApiKeyRow]:
+    async def list_keys(self, organization_id: int | None) -> list[ApiKeyRow]:
         return await self._repo.list_unscoped(organization_id)
 
     async def revoke(self, prefix: str) -> list[ApiKeyRow]:

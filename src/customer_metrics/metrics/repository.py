@@ -13,10 +13,10 @@ from customer_metrics.errors import Conflict
 from customer_metrics.storage import counters
 from customer_metrics.storage.database import Session
 from customer_metrics.storage.dialect import violated_constraint
-from customer_metrics.storage.models import Metric
+from customer_metrics.storage.models import Metric, table_of
 from customer_metrics.tenancy import Tenant
 
-_t = Metric.__table__
+_t = table_of(Metric)
 _COLUMNS = [c for c in _t.c if c.name != "name_key"]
 
 
@@ -80,7 +80,7 @@ class MetricRepository:
         row = (await self._conn.execute(stmt)).first()
         return _row(row) if row else None
 
-    async def list(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
+    async def list_page(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
         stmt = (
             select(*_COLUMNS)
             .where(_t.c.organization_id == self._org, _t.c.id > after_id)
@@ -111,9 +111,7 @@ class MetricRepository:
             raise _conflict(error, values) from None
 
     async def delete(self, id: int) -> None:
-        await self._conn.execute(
-            delete(_t).where(_t.c.organization_id == self._org, _t.c.id == id)
-        )
+        await self._conn.execute(delete(_t).where(_t.c.organization_id == self._org, _t.c.id == id))
 
 
 def _conflict(error: IntegrityError, values: dict[str, Any]) -> Conflict:

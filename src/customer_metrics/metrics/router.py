@@ -24,7 +24,9 @@ from customer_metrics.metrics.schemas import (
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.text import comparison_key
 
-router = APIRouter(prefix="/customers/metrics", tags=["metric definitions"], route_class=StrictRoute)
+router = APIRouter(
+    prefix="/customers/metrics", tags=["metric definitions"], route_class=StrictRoute
+)
 
 
 def metric_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> MetricService:
@@ -76,13 +78,15 @@ async def list_metrics(
 ) -> MetricPage:
     after = decode_cursor(cursor, 0)
     if not isinstance(after, int) or isinstance(after, bool):
-        raise InvalidRequest(("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid")
+        raise InvalidRequest(
+            ("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid"
+        )
     where = MetricFilter(
         include_archived=include_archived,
         data_type=data_type,
         folded_query=comparison_key(q.strip()) if q and q.strip() else None,
     )
-    rows = await service.list(where, after, limit + 1)
+    rows = await service.list_page(where, after, limit + 1)
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return MetricPage(data=[to_out(r) for r in rows[:limit]], next_cursor=next_cursor)
 

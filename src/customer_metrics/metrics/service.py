@@ -58,8 +58,8 @@ class MetricService:
             raise NotFound(f"No metric {ref!r} in this organization.")
         return row
 
-    async def list(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
-        return await self._repo.list(where, after_id, limit)
+    async def list_page(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
+        return await self._repo.list_page(where, after_id, limit)
 
     async def update(self, ref: str, body: MetricUpdate) -> MetricRow:
         current = await self.get(ref)
@@ -119,4 +119,3 @@ def _check_allowed_values(data_type: str, allowed: list[str] | None, limits: Lim
 
 def metric_id(row: MetricRow) -> str:
     return format_metric_id(row.id)
-

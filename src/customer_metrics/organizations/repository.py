@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import func, insert, select
 
 from customer_metrics.storage.database import Session
-from customer_metrics.storage.models import Organization
+from customer_metrics.storage.models import Organization, table_of
 
-_t = Organization.__table__
+_t = table_of(Organization)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ class OrganizationService:
             raise InvalidRequest(("name",), f"Organization name must be 1 to {NAME_MAX} characters")
         return await self._repo.create(name, clock.now())
 
-    async def list(self) -> list[OrganizationRow]:
+    async def list_all(self) -> list[OrganizationRow]:
         return await self._repo.list_all_unscoped()
 
     async def require(self, organization_id: int) -> None:

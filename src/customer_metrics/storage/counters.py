@@ -6,11 +6,11 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer_metrics.storage.dialect import upsert_insert
-from customer_metrics.storage.models import Counter
+from customer_metrics.storage.models import Counter, table_of
 
 
 async def next_value(conn: AsyncConnection, organization_id: int, name: str) -> int:
-    table = Counter.__table__
+    table = table_of(Counter)
     insert = upsert_insert(conn.dialect.name)
     stmt = (
         insert(table)

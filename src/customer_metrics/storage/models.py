@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -98,3 +99,10 @@ class Metric(Base):
         UniqueConstraint("organization_id", "key"),
         UniqueConstraint("organization_id", "name_key"),
     )
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, typed for insert/update/delete statements."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

@@ -33,6 +33,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if isinstance(value, str):  # raw SQL on SQLite bypasses the DateTime result processor
             value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
