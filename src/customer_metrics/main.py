@@ -17,12 +17,15 @@ from customer_metrics.api.middleware import (
 )
 from customer_metrics.api.observability import Metrics, configure_logging
 from customer_metrics.api_keys.secrets import load_or_create_secret
+from customer_metrics.customers.router import router as customers_router
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.router import router as metrics_router
 from customer_metrics.settings import Settings, get_settings
 from customer_metrics.storage.database import Database
+from customer_metrics.values.router import router as values_router
 
-FEATURE_ROUTERS = [metrics_router]
+# Order matters: `/customers/metrics…` must match before `/customers/{customer_id}…`.
+FEATURE_ROUTERS = [metrics_router, values_router, customers_router]
 
 
 def _api_router() -> APIRouter:

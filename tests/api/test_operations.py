@@ -63,7 +63,7 @@ async def test_log_lines_carry_the_request_id(client, caplog):
     ("method", "path", "status", "code"),
     [
         ("GET", "/nowhere", 404, "not_found"),
-        ("PUT", "/external/v1/customers/metrics", 405, "method_not_allowed"),
+        ("PUT", "/external/v1/customers/metrics/METRIC-001", 405, "method_not_allowed"),
     ],
 )
 async def test_unknown_routes_and_methods_use_the_error_shape(anon, method, path, status, code):

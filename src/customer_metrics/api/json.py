@@ -4,6 +4,7 @@ Every rejection is a `JSONDecodeError`, which FastAPI answers as 422 `json_inval
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 MAX_DEPTH = 64
@@ -56,4 +57,11 @@ def loads(body: bytes) -> Any:
         raise json.JSONDecodeError("body is not UTF-8", "", error.start) from None
     if _depth_exceeds(text, MAX_DEPTH):
         raise json.JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", "", 0)
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    # Decimals, not floats: a NUMBER keeps every digit it was sent with, and 1e400 stays a
+    # (too large) number instead of becoming infinity.
+    return json.loads(
+        text,
+        parse_float=Decimal,
+        parse_constant=_reject_constant,
+        object_pairs_hook=_no_duplicates,
+    )

@@ -32,3 +32,13 @@ def decode_cursor(cursor: str | None, default: Any) -> Any:
         raise InvalidRequest(
             ("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid"
         ) from None
+
+
+def decode_int_cursor(cursor: str | None) -> int:
+    """Cursors that carry the last id seen (0 before the first page)."""
+    after = decode_cursor(cursor, 0)
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+        raise InvalidRequest(
+            ("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid"
+        )
+    return after

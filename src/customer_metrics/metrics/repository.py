@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from customer_metrics.errors import Conflict
 from customer_metrics.storage import counters
 from customer_metrics.storage.database import Session
-from customer_metrics.storage.dialect import violated_constraint
+from customer_metrics.storage.dialect import like_escape, violated_constraint
 from customer_metrics.storage.models import Metric, table_of
 from customer_metrics.tenancy import Tenant
 
@@ -46,10 +46,6 @@ def _row(r: Any) -> MetricRow:
     return MetricRow(**{c.name: getattr(r, c.name) for c in _COLUMNS})
 
 
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 class MetricRepository:
     def __init__(self, session: Session, tenant: Tenant) -> None:
         self._conn = session.connection
@@ -63,7 +59,7 @@ class MetricRepository:
     async def keys_starting_with(self, prefix: str) -> set[str]:
         stmt = select(_t.c.key).where(
             _t.c.organization_id == self._org,
-            _t.c.key.like(_like_escape(prefix) + "%", escape="\\"),
+            _t.c.key.like(like_escape(prefix) + "%", escape="\\"),
         )
         return set((await self._conn.execute(stmt)).scalars())
 
@@ -92,7 +88,7 @@ class MetricRepository:
         if where.data_type:
             stmt = stmt.where(_t.c.data_type == where.data_type)
         if where.folded_query:
-            pattern = f"%{_like_escape(where.folded_query)}%"
+            pattern = f"%{like_escape(where.folded_query)}%"
             stmt = stmt.where(
                 or_(_t.c.name_key.like(pattern, escape="\\"), _t.c.key.like(pattern, escape="\\"))
             )

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
-from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.routing import StrictRoute
-from customer_metrics.errors import InvalidRequest
 from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricFilter, MetricRepository, MetricRow
 from customer_metrics.metrics.schemas import (
@@ -23,6 +22,7 @@ from customer_metrics.metrics.schemas import (
 )
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.text import comparison_key
+from customer_metrics.values.repository import ValueRepository
 
 router = APIRouter(
     prefix="/customers/metrics", tags=["metric definitions"], route_class=StrictRoute
@@ -30,7 +30,9 @@ router = APIRouter(
 
 
 def metric_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> MetricService:
-    return MetricService(MetricRepository(session, tenant), limits)
+    return MetricService(
+        MetricRepository(session, tenant), ValueRepository(session, tenant), limits
+    )
 
 
 Service = Annotated[MetricService, Depends(metric_service)]
@@ -76,11 +78,7 @@ async def list_metrics(
     data_type: Annotated[DataType | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> MetricPage:
-    after = decode_cursor(cursor, 0)
-    if not isinstance(after, int) or isinstance(after, bool):
-        raise InvalidRequest(
-            ("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid"
-        )
+    after = decode_int_cursor(cursor)
     where = MetricFilter(
         include_archived=include_archived,
         data_type=data_type,
@@ -94,8 +92,13 @@ async def list_metrics(
 @router.get("/{ref}", response_model=MetricDetailOut)
 async def get_metric(ref: str, service: Service) -> MetricDetailOut:
     row = await service.get(ref)
-    usage = MetricUsage(customers=0, values=0, last_value_at=None)
-    return MetricDetailOut(**_fields(row), usage=usage)
+    usage = await service.usage(row)
+    return MetricDetailOut(
+        **_fields(row),
+        usage=MetricUsage(
+            customers=usage.customers, values=usage.values, last_value_at=usage.last_value_at
+        ),
+    )
 
 
 @router.patch("/{ref}", response_model=MetricOut)

@@ -5,18 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from customer_metrics import clock
-from customer_metrics.errors import InvalidRequest, NotFound
+from customer_metrics.errors import Conflict, InvalidRequest, NotFound
 from customer_metrics.limits import ALLOWED_VALUES_MAX, UNIT_MAX, Limits, check_length
 from customer_metrics.metrics import keys
 from customer_metrics.metrics.refs import KEY_PATTERN, format_metric_id, parse_ref
 from customer_metrics.metrics.repository import MetricFilter, MetricRepository, MetricRow
 from customer_metrics.metrics.schemas import MetricCreate, MetricUpdate
 from customer_metrics.text import comparison_key
+from customer_metrics.values.repository import Usage, ValueRepository
 
 
 class MetricService:
-    def __init__(self, repository: MetricRepository, limits: Limits) -> None:
+    def __init__(
+        self, repository: MetricRepository, values: ValueRepository, limits: Limits
+    ) -> None:
         self._repo = repository
+        self._values = values
         self._limits = limits
 
     async def create(self, body: MetricCreate) -> MetricRow:
@@ -81,12 +85,37 @@ class MetricService:
             _check_allowed_values(data_type, allowed, self._limits)
         if not changes:
             return current
+        if "data_type" in changes and await self._values.metric_has_values(current.id):
+            raise Conflict(
+                f"data_type cannot change: metric {ref!r} already has values stored as "
+                f"{current.data_type}. Delete its values (or the metric, with cascade) first.",
+                "metric_in_use",
+            )
+        if "allowed_values" in changes and current.allowed_values and data_type == "STRING":
+            removed = sorted(set(current.allowed_values) - set(allowed or []))
+            in_use = await self._values.strings_in_use(current.id, removed) if removed else []
+            if in_use:
+                raise Conflict(
+                    f"allowed_values cannot drop {in_use}: values already recorded use them.",
+                    "metric_in_use",
+                )
         changes["time_updated"] = clock.now()
         return await self._repo.update(current.id, changes)
 
     async def delete(self, ref: str, cascade: bool) -> None:
         current = await self.get(ref)
+        if await self._values.metric_has_values(current.id):
+            if not cascade:
+                raise Conflict(
+                    f"Metric {ref!r} has values; delete with ?cascade=true to delete the metric "
+                    "and all its values, or archive it to keep its history.",
+                    "metric_in_use",
+                )
+            await self._values.delete_metric_values(current.id)
         await self._repo.delete(current.id)
+
+    async def usage(self, row: MetricRow) -> Usage:
+        return await self._values.usage(row.id)
 
     def _check_texts(
         self, name: str | None, description: str | None, unit: str | None, name_sent: bool

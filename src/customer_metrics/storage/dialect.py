@@ -88,3 +88,8 @@ def upsert_insert(engine_dialect_name: str) -> Any:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     return pg_insert
+
+
+def like_escape(value: str) -> str:
+    """Makes `%`, `_` and `\\` literal inside a LIKE pattern (used with ESCAPE '\\')."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     MetaData,
     PrimaryKeyConstraint,
@@ -21,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from customer_metrics.storage.types import AutoId, Json, UTCDateTime
+from customer_metrics.storage.types import AutoId, ExactDecimal, Json, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -98,6 +101,96 @@ class Metric(Base):
         PrimaryKeyConstraint("organization_id", "id"),
         UniqueConstraint("organization_id", "key"),
         UniqueConstraint("organization_id", "name_key"),
+    )
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    organization_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    # Numbered per organization by the `customer` counter.
+    id: Mapped[int] = mapped_column(BigInteger)
+    customer_id: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    email: Mapped[str | None] = mapped_column(Text, nullable=True)
+    time_created: Mapped[datetime] = mapped_column(UTCDateTime())
+    time_updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "id"),
+        UniqueConstraint("organization_id", "customer_id"),
+    )
+
+
+class _ValueColumns:
+    """One typed column per family of data types; the metric's data_type says which is set."""
+
+    value_number: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    value_integer: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    value_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    value_boolean: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    value_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    value_datetime: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Observation(_ValueColumns, Base):
+    """Every value ever recorded: one row per customer, metric and observed_at."""
+
+    __tablename__ = "metric_values"
+
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    customer_ref: Mapped[int] = mapped_column(BigInteger)
+    metric_ref: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str | None] = mapped_column(String(400), nullable=True)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref", "observed_at"),
+        ForeignKeyConstraint(
+            ["organization_id", "customer_ref"],
+            ["customers.organization_id", "customers.id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["organization_id", "metric_ref"],
+            ["metrics.organization_id", "metrics.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_metric_values_by_metric_time", "organization_id", "metric_ref", "observed_at"),
+    )
+
+
+class CurrentValue(_ValueColumns, Base):
+    """The latest observation per customer and metric, kept in the writing transaction so
+    reads of current values never scan history."""
+
+    __tablename__ = "metric_current_values"
+
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    customer_ref: Mapped[int] = mapped_column(BigInteger)
+    metric_ref: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str | None] = mapped_column(String(400), nullable=True)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref"),
+        ForeignKeyConstraint(
+            ["organization_id", "customer_ref"],
+            ["customers.organization_id", "customers.id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["organization_id", "metric_ref"],
+            ["metrics.organization_id", "metrics.id"],
+            ondelete="CASCADE",
+        ),
+        Index(
+            "ix_metric_current_values_by_metric", "organization_id", "metric_ref", "customer_ref"
+        ),
     )
 
 

@@ -1,0 +1,1 @@
+"""Customers: the organization's own ids for the accounts whose metrics are recorded."""

@@ -1,0 +1,103 @@
+"""Customers table access; every statement is scoped to the tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+
+from customer_metrics.storage import counters
+from customer_metrics.storage.database import Session
+from customer_metrics.storage.dialect import like_escape, upsert_insert
+from customer_metrics.storage.models import CurrentValue, Customer, Observation, table_of
+from customer_metrics.tenancy import Tenant
+
+_t = table_of(Customer)
+_observations = table_of(Observation)
+_current = table_of(CurrentValue)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    organization_id: int
+    id: int
+    customer_id: str
+    name: str | None
+    email: str | None
+    time_created: datetime
+    time_updated: datetime
+
+
+def _row(r: Any) -> CustomerRow:
+    return CustomerRow(**{c.name: getattr(r, c.name) for c in _t.c})
+
+
+class CustomerRepository:
+    def __init__(self, session: Session, tenant: Tenant) -> None:
+        self._conn = session.connection
+        self._org = tenant.organization_id
+
+    async def next_number(self) -> int:
+        return await counters.next_value(self._conn, self._org, "customer")
+
+    async def get(self, customer_id: str) -> CustomerRow | None:
+        stmt = select(_t).where(_t.c.organization_id == self._org, _t.c.customer_id == customer_id)
+        row = (await self._conn.execute(stmt)).first()
+        return _row(row) if row else None
+
+    async def ref_of(self, customer_id: str) -> int | None:
+        stmt = select(_t.c.id).where(
+            _t.c.organization_id == self._org, _t.c.customer_id == customer_id
+        )
+        return (await self._conn.execute(stmt)).scalar()
+
+    async def insert_if_absent(self, values: dict[str, Any]) -> CustomerRow | None:
+        """Inserts, or returns None when the customer_id is taken (no error, no abort)."""
+        insert = upsert_insert(self._conn.dialect.name)
+        stmt = (
+            insert(_t)
+            .values(organization_id=self._org, **values)
+            .on_conflict_do_nothing(index_elements=[_t.c.organization_id, _t.c.customer_id])
+            .returning(*_t.c)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        return _row(row) if row else None
+
+    async def update(self, id: int, values: dict[str, Any]) -> CustomerRow:
+        stmt = (
+            update(_t)
+            .where(_t.c.organization_id == self._org, _t.c.id == id)
+            .values(**values)
+            .returning(*_t.c)
+        )
+        return _row((await self._conn.execute(stmt)).one())
+
+    async def delete_with_values(self, id: int) -> None:
+        for table in (_current, _observations):
+            await self._conn.execute(
+                delete(table).where(
+                    table.c.organization_id == self._org, table.c.customer_ref == id
+                )
+            )
+        await self._conn.execute(delete(_t).where(_t.c.organization_id == self._org, _t.c.id == id))
+
+    async def list_page(self, query: str | None, after_id: int, limit: int) -> list[CustomerRow]:
+        stmt = (
+            select(_t)
+            .where(_t.c.organization_id == self._org, _t.c.id > after_id)
+            .order_by(_t.c.id)
+            .limit(limit)
+        )
+        if query:
+            pattern = f"%{like_escape(query.lower())}%"
+            stmt = stmt.where(
+                or_(
+                    *(
+                        func.lower(column).like(pattern, escape="\\")
+                        for column in (_t.c.customer_id, _t.c.name, _t.c.email)
+                    )
+                )
+            )
+        return [_row(r) for r in await self._conn.execute(stmt)]

@@ -1,0 +1,1 @@
+"""Metric values: observations over time, the current value, increments and history."""

@@ -1,0 +1,301 @@
+"""Observations and current values; every statement is scoped to the tenant. The current-value
+row of a (customer, metric) is kept equal to its latest observation in the same transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select
+from sqlalchemy.sql import ColumnElement
+
+from customer_metrics.storage.database import Session
+from customer_metrics.storage.dialect import upsert_insert
+from customer_metrics.storage.models import CurrentValue, Customer, Metric, Observation, table_of
+from customer_metrics.tenancy import Tenant
+from customer_metrics.values.typed import VALUE_COLUMNS
+
+_obs = table_of(Observation)
+_cur = table_of(CurrentValue)
+_metrics = table_of(Metric)
+_customers = table_of(Customer)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    observed_at: datetime
+    recorded_at: datetime
+    source: str | None
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentRow:
+    metric_ref: int
+    key: str
+    name: str
+    data_type: str
+    unit: str | None
+    observed_at: datetime
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    customers: int
+    values: int
+    last_value_at: datetime | None
+
+
+def _values(row: Any) -> dict[str, Any]:
+    return {c: getattr(row, c) for c in VALUE_COLUMNS}
+
+
+def _current_row(r: Any) -> CurrentRow:
+    return CurrentRow(r.metric_ref, r.key, r.name, r.data_type, r.unit, r.observed_at, _values(r))
+
+
+def _stored(row: Any) -> StoredObservation:
+    return StoredObservation(row.observed_at, row.recorded_at, row.source, _values(row))
+
+
+class ValueRepository:
+    def __init__(self, session: Session, tenant: Tenant) -> None:
+        self._conn = session.connection
+        self._org = tenant.organization_id
+
+    def _pair(self, table: Any, customer_ref: int, metric_ref: int) -> ColumnElement[bool]:
+        return and_(
+            table.c.organization_id == self._org,
+            table.c.customer_ref == customer_ref,
+            table.c.metric_ref == metric_ref,
+        )
+
+    async def record(
+        self, customer_ref: int, metric_ref: int, observation: StoredObservation
+    ) -> None:
+        """Stores an observation (replacing one at the same observed_at) and moves the current
+        value forward when this observation is at least as new."""
+        insert = upsert_insert(self._conn.dialect.name)
+        row = {
+            "organization_id": self._org,
+            "customer_ref": customer_ref,
+            "metric_ref": metric_ref,
+            "observed_at": observation.observed_at,
+            "recorded_at": observation.recorded_at,
+            "source": observation.source,
+            **observation.values,
+        }
+        changed = {k: v for k, v in row.items() if k not in _obs.primary_key.columns}
+        await self._conn.execute(
+            insert(_obs)
+            .values(**row)
+            .on_conflict_do_update(index_elements=list(_obs.primary_key.columns), set_=changed)
+        )
+        stmt = insert(_cur).values(**row)
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=list(_cur.primary_key.columns),
+                set_={**changed, "observed_at": observation.observed_at},
+                where=_cur.c.observed_at <= stmt.excluded.observed_at,
+            )
+        )
+
+    async def current_for_update(
+        self, customer_ref: int, metric_ref: int
+    ) -> StoredObservation | None:
+        """The current value, row-locked until the transaction ends (PostgreSQL; SQLite's
+        write transactions are already exclusive)."""
+        stmt = select(_cur).where(self._pair(_cur, customer_ref, metric_ref)).with_for_update()
+        row = (await self._conn.execute(stmt)).first()
+        return _stored(row) if row else None
+
+    async def claim_current(
+        self, customer_ref: int, metric_ref: int, observation: StoredObservation
+    ) -> bool:
+        """Inserts the first current value unless one exists (waiting for a concurrent first
+        writer to finish); True when this call created it."""
+        insert = upsert_insert(self._conn.dialect.name)
+        stmt = (
+            insert(_cur)
+            .values(
+                organization_id=self._org,
+                customer_ref=customer_ref,
+                metric_ref=metric_ref,
+                observed_at=observation.observed_at,
+                recorded_at=observation.recorded_at,
+                source=observation.source,
+                **observation.values,
+            )
+            .on_conflict_do_nothing(index_elements=list(_cur.primary_key.columns))
+            .returning(_cur.c.metric_ref)
+        )
+        return (await self._conn.execute(stmt)).first() is not None
+
+    async def current_view(self, customer_id: str) -> list[CurrentRow] | None:
+        """Every non-archived metric's current value for one customer, in one query; None when
+        the customer does not exist."""
+        values = _cur.join(
+            _metrics,
+            and_(
+                _metrics.c.organization_id == _cur.c.organization_id,
+                _metrics.c.id == _cur.c.metric_ref,
+                _metrics.c.archived.is_(False),
+            ),
+        )
+        stmt = (
+            select(
+                _customers.c.id.label("customer_ref"),
+                _metrics.c.id.label("metric_ref"),
+                _metrics.c.key,
+                _metrics.c.name,
+                _metrics.c.data_type,
+                _metrics.c.unit,
+                _cur.c.observed_at,
+                *(_cur.c[c] for c in VALUE_COLUMNS),
+            )
+            .select_from(
+                _customers.outerjoin(
+                    values,
+                    and_(
+                        _cur.c.organization_id == _customers.c.organization_id,
+                        _cur.c.customer_ref == _customers.c.id,
+                    ),
+                )
+            )
+            .where(
+                _customers.c.organization_id == self._org, _customers.c.customer_id == customer_id
+            )
+            .order_by(_metrics.c.id)
+        )
+        rows = (await self._conn.execute(stmt)).all()
+        if not rows:
+            return None
+        return [_current_row(r) for r in rows if r.metric_ref is not None]
+
+    async def as_of_view(self, customer_ref: int, as_of: datetime) -> list[CurrentRow]:
+        """Each non-archived metric's latest observation at or before `as_of`: one index
+        probe per metric, whatever the length of the history."""
+        latest = (
+            select(func.max(_obs.c.observed_at))
+            .where(
+                _obs.c.organization_id == _metrics.c.organization_id,
+                _obs.c.customer_ref == customer_ref,
+                _obs.c.metric_ref == _metrics.c.id,
+                _obs.c.observed_at <= as_of,
+            )
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                _metrics.c.id.label("metric_ref"),
+                _metrics.c.key,
+                _metrics.c.name,
+                _metrics.c.data_type,
+                _metrics.c.unit,
+                _obs.c.observed_at,
+                *(_obs.c[c] for c in VALUE_COLUMNS),
+            )
+            .select_from(
+                _metrics.join(
+                    _obs,
+                    and_(
+                        _obs.c.organization_id == _metrics.c.organization_id,
+                        _obs.c.customer_ref == customer_ref,
+                        _obs.c.metric_ref == _metrics.c.id,
+                        _obs.c.observed_at == latest,
+                    ),
+                )
+            )
+            .where(_metrics.c.organization_id == self._org, _metrics.c.archived.is_(False))
+            .order_by(_metrics.c.id)
+        )
+        return [_current_row(r) for r in await self._conn.execute(stmt)]
+
+    async def history(
+        self,
+        customer_ref: int,
+        metric_ref: int,
+        start: datetime | None,
+        end: datetime | None,
+        before: datetime | None,
+        limit: int,
+    ) -> list[StoredObservation]:
+        stmt = (
+            select(_obs)
+            .where(self._pair(_obs, customer_ref, metric_ref))
+            .order_by(_obs.c.observed_at.desc())
+            .limit(limit)
+        )
+        if start is not None:
+            stmt = stmt.where(_obs.c.observed_at >= start)
+        if end is not None:
+            stmt = stmt.where(_obs.c.observed_at < end)
+        if before is not None:
+            stmt = stmt.where(_obs.c.observed_at < before)
+        return [_stored(r) for r in await self._conn.execute(stmt)]
+
+    async def delete_range(
+        self, customer_ref: int, metric_ref: int, start: datetime | None, end: datetime | None
+    ) -> int:
+        stmt = delete(_obs).where(self._pair(_obs, customer_ref, metric_ref))
+        if start is not None:
+            stmt = stmt.where(_obs.c.observed_at >= start)
+        if end is not None:
+            stmt = stmt.where(_obs.c.observed_at < end)
+        deleted = (await self._conn.execute(stmt)).rowcount
+        if deleted:
+            await self._refresh_current(customer_ref, metric_ref)
+        return deleted
+
+    async def _refresh_current(self, customer_ref: int, metric_ref: int) -> None:
+        """After observations were deleted: current = the latest one left, or none."""
+        await self._conn.execute(delete(_cur).where(self._pair(_cur, customer_ref, metric_ref)))
+        latest = (
+            select(_obs)
+            .where(self._pair(_obs, customer_ref, metric_ref))
+            .order_by(_obs.c.observed_at.desc())
+            .limit(1)
+        )
+        row = (await self._conn.execute(latest)).first()
+        if row is not None:
+            await self.record(customer_ref, metric_ref, _stored(row))
+
+    async def usage(self, metric_ref: int) -> Usage:
+        observations = select(func.count(), func.max(_obs.c.observed_at)).where(
+            _obs.c.organization_id == self._org, _obs.c.metric_ref == metric_ref
+        )
+        count, last = (await self._conn.execute(observations)).one()
+        customers = select(func.count()).where(
+            _cur.c.organization_id == self._org, _cur.c.metric_ref == metric_ref
+        )
+        return Usage(int((await self._conn.execute(customers)).scalar_one()), int(count), last)
+
+    async def metric_has_values(self, metric_ref: int) -> bool:
+        stmt = (
+            select(_obs.c.metric_ref)
+            .where(_obs.c.organization_id == self._org, _obs.c.metric_ref == metric_ref)
+            .limit(1)
+        )
+        return (await self._conn.execute(stmt)).first() is not None
+
+    async def strings_in_use(self, metric_ref: int, candidates: list[str]) -> list[str]:
+        stmt = (
+            select(_obs.c.value_text)
+            .where(
+                _obs.c.organization_id == self._org,
+                _obs.c.metric_ref == metric_ref,
+                _obs.c.value_text.in_(candidates),
+            )
+            .distinct()
+        )
+        return sorted(r[0] for r in await self._conn.execute(stmt))
+
+    async def delete_metric_values(self, metric_ref: int) -> None:
+        for table in (_cur, _obs):
+            await self._conn.execute(
+                delete(table).where(
+                    table.c.organization_id == self._org, table.c.metric_ref == metric_ref
+                )
+            )

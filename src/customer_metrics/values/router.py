@@ -1,0 +1,160 @@
+"""HTTP routes for metric values under `/customers/{customer_id}/metrics`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from customer_metrics.api.responses import ExactJSONResponse
+from customer_metrics.api.routing import StrictRoute
+from customer_metrics.clock import format_timestamp
+from customer_metrics.customers.repository import CustomerRepository
+from customer_metrics.customers.service import CustomerService
+from customer_metrics.errors import InvalidRequest
+from customer_metrics.metrics.refs import format_metric_id
+from customer_metrics.metrics.repository import MetricRepository, MetricRow
+from customer_metrics.metrics.service import MetricService
+from customer_metrics.text import normalize_label
+from customer_metrics.values import typed
+from customer_metrics.values.repository import StoredObservation, ValueRepository
+from customer_metrics.values.schemas import (
+    CurrentValues,
+    Deleted,
+    ObservationOut,
+    ObservationPage,
+    ValueWrite,
+)
+from customer_metrics.values.service import ValueService
+
+router = APIRouter(prefix="/customers", tags=["metric values"], route_class=StrictRoute)
+
+TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
+
+
+def value_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> ValueService:
+    values = ValueRepository(session, tenant)
+    metrics = MetricService(MetricRepository(session, tenant), values, limits)
+    customers = CustomerService(CustomerRepository(session, tenant), limits)
+    return ValueService(values, metrics, customers, limits)
+
+
+Service = Annotated[ValueService, Depends(value_service)]
+
+
+def _time(raw: str | None, name: str) -> datetime | None:
+    return None if raw is None else typed.parse_timestamp(raw, ("query", name))
+
+
+def observation_out(
+    customer_id: str, metric: MetricRow, obs: StoredObservation
+) -> dict[str, object]:
+    column = typed.COLUMN_OF[metric.data_type]
+    return {
+        "customer_id": customer_id,
+        "metric_id": format_metric_id(metric.id),
+        "key": metric.key,
+        "value": typed.to_json(metric.data_type, obs.values[column]),
+        "observed_at": format_timestamp(obs.observed_at),
+        "recorded_at": format_timestamp(obs.recorded_at),
+        "source": obs.source,
+    }
+
+
+@router.post(
+    "/{customer_id}/metrics/{ref}/values",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ObservationOut,
+    response_class=ExactJSONResponse,
+)
+async def record_value(
+    customer_id: str,
+    ref: str,
+    body: ValueWrite,
+    service: Service,
+    session: DbSession,
+    create_customer: bool = True,
+) -> ExactJSONResponse:
+    recorded = await service.write(customer_id, ref, body, create_customer)
+    await session.commit()
+    return ExactJSONResponse(
+        observation_out(recorded.customer_id, recorded.metric, recorded.observation),
+        status_code=status.HTTP_201_CREATED,
+    )
+
+
+@router.get(
+    "/{customer_id}/metrics", response_model=CurrentValues, response_class=ExactJSONResponse
+)
+async def get_current_values(
+    customer_id: str, service: Service, as_of: TimeQuery = None
+) -> ExactJSONResponse:
+    rows = await service.current(customer_id, _time(as_of, "as_of"))
+    data = [
+        {
+            "metric_id": format_metric_id(r.metric_ref),
+            "key": r.key,
+            "name": r.name,
+            "data_type": r.data_type,
+            "unit": r.unit,
+            "value": typed.to_json(r.data_type, r.values[typed.COLUMN_OF[r.data_type]]),
+            "observed_at": format_timestamp(r.observed_at),
+        }
+        for r in rows
+    ]
+    return ExactJSONResponse({"data": data})
+
+
+@router.get(
+    "/{customer_id}/metrics/{ref}/values",
+    response_model=ObservationPage,
+    response_class=ExactJSONResponse,
+)
+async def list_values(
+    customer_id: str,
+    ref: str,
+    service: Service,
+    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> ExactJSONResponse:
+    position = decode_cursor(cursor, None)
+    before = None if position is None else _cursor_time(position)
+    metric, rows = await service.history(
+        customer_id, ref, _time(start, "from"), _time(end, "to"), before, limit + 1
+    )
+    next_cursor = (
+        encode_cursor(format_timestamp(rows[limit - 1].observed_at)) if len(rows) > limit else None
+    )
+    data = [observation_out(normalize_label(customer_id), metric, r) for r in rows[:limit]]
+    return ExactJSONResponse({"data": data, "next_cursor": next_cursor})
+
+
+def _cursor_time(position: object) -> datetime:
+    try:
+        return typed.parse_timestamp(position, ("query", "cursor"))
+    except InvalidRequest:
+        raise InvalidRequest(
+            ("query", "cursor"), "Cursor is not one this API issued", "cursor_invalid"
+        ) from None
+
+
+@router.delete(
+    "/{customer_id}/metrics/{ref}/values",
+    response_model=Deleted,
+)
+async def delete_values(
+    customer_id: str,
+    ref: str,
+    service: Service,
+    session: DbSession,
+    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+) -> Deleted:
+    deleted = await service.delete(customer_id, ref, _time(start, "from"), _time(end, "to"))
+    await session.commit()
+    return Deleted(deleted=deleted)
