@@ -58,3 +58,19 @@ async def create_metric(client: httpx.AsyncClient, **fields: Any) -> dict[str, A
     response = await client.post("/customers/metrics", json=body)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+async def write_value(
+    client: httpx.AsyncClient, customer_id: str, ref: str, expect: int = 201, **body: Any
+) -> dict[str, Any]:
+    response = await client.post(f"/customers/{customer_id}/metrics/{ref}/values", json=body)
+    assert response.status_code == expect, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def current_values(
+    client: httpx.AsyncClient, customer_id: str, **params: Any
+) -> dict[str, Any]:
+    response = await client.get(f"/customers/{customer_id}/metrics", params=params)
+    assert response.status_code == 200, response.text
+    return {row["key"]: row["value"] for row in response.json()["data"]}

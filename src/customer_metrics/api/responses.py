@@ -1,16 +1,28 @@
 """JSON responses that keep exact decimals: a NUMBER value goes out as a JSON number with
-exactly the digits it was stored with (Pydantic would turn a Decimal into a string or a float)."""
+exactly the digits it was stored with, in plain notation (Pydantic would make a Decimal a
+string or a float; `str(Decimal)` would write 1E-7)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import simplejson
 from fastapi.responses import JSONResponse
 
 
+def _plain_decimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return simplejson.RawJSON(format(value, "f"))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 class ExactJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return simplejson.dumps(
-            content, use_decimal=True, ensure_ascii=True, separators=(",", ":")
+            content,
+            use_decimal=False,
+            default=_plain_decimal,
+            ensure_ascii=True,
+            separators=(",", ":"),
         ).encode("ascii")

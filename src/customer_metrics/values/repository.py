@@ -177,14 +177,16 @@ class ValueRepository:
     async def as_of_view(self, customer_ref: int, as_of: datetime) -> list[CurrentRow]:
         """Each non-archived metric's latest observation at or before `as_of`: one index
         probe per metric, whatever the length of the history."""
+        older = _obs.alias("older")
         latest = (
-            select(func.max(_obs.c.observed_at))
+            select(func.max(older.c.observed_at))
             .where(
-                _obs.c.organization_id == _metrics.c.organization_id,
-                _obs.c.customer_ref == customer_ref,
-                _obs.c.metric_ref == _metrics.c.id,
-                _obs.c.observed_at <= as_of,
+                older.c.organization_id == _metrics.c.organization_id,
+                older.c.customer_ref == customer_ref,
+                older.c.metric_ref == _metrics.c.id,
+                older.c.observed_at <= as_of,
             )
+            .correlate(_metrics)
             .scalar_subquery()
         )
         stmt = (

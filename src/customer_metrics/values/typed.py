@@ -55,8 +55,6 @@ def exact_decimal(value: Decimal, loc: tuple[str | int, ...]) -> Decimal:
         raise _invalid(loc, "Number must be finite", "finite_number")
     if value == 0:
         value = abs(value)
-    if value.as_tuple().exponent > 0:  # type: ignore[operator]
-        value = value.quantize(Decimal(1))
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     integer_digits = len(digits) + exponent
@@ -67,6 +65,10 @@ def exact_decimal(value: Decimal, loc: tuple[str | int, ...]) -> Decimal:
             f"{MAX_DIGITS} digits on either side of the decimal point",
             "decimal_max_digits",
         )
+    if exponent > 0:  # 1E+5 is written out as 100000, as PostgreSQL would give it back
+        with localcontext() as context:
+            context.prec = 2 * MAX_DIGITS
+            value = value.quantize(Decimal(1))
     return value
 
 
