@@ -361,7 +361,8 @@ async def test_definition_rules_that_depend_on_values(client):
     assert (await client.patch(ref, json={"allowed_values": ["a", "b", "d"]})).status_code == 200
 
     usage = (await client.get(ref)).json()["usage"]
-    assert usage["customers"] == 2 and usage["values"] == 2
+    assert usage["customers"] == 2
+    assert usage["values"] == 2
     assert usage["last_value_at"] > "2024-01-01T00:00:00.000Z"
 
     refused = await client.delete(ref)
