@@ -88,3 +88,40 @@ async def test_cli_key_works_against_the_api(backend, app, run):
         )
     assert response.status_code == 201
     assert response.json()["organization_id"] == created["organization_id"]
+
+
+def test_serve_refuses_an_unmigrated_postgresql_database(monkeypatch):
+    from tests.conftest import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database()
+    try:
+        monkeypatch.setenv("CM_DATABASE_URL", url)
+        monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("server started"))
+        result = CliRunner().invoke(cli, ["serve"])
+        assert result.exit_code == 1
+        assert "customer-metrics migrate" in result.output
+    finally:
+        drop_postgres_database(url)
+
+
+def test_serve_bootstraps_an_empty_embedded_database_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CM_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    started = []
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(k))
+    first = CliRunner().invoke(cli, ["serve", "--port", "8123"])
+    assert first.exit_code == 0, first.output
+    keys = KEY_ANYWHERE.findall(first.stdout)
+    assert len(keys) == 1
+    assert started[0]["port"] == 8123
+    second = CliRunner().invoke(cli, ["serve"])
+    assert second.exit_code == 0
+    assert KEY_ANYWHERE.findall(second.stdout) == []
+    orgs = json.loads(CliRunner().invoke(cli, ["org", "list", "--json"]).stdout)
+    assert len(orgs) == 1
+    listed = json.loads(CliRunner().invoke(cli, ["key", "list", "--json"]).stdout)
+    assert [k["prefix"] for k in listed] == [keys[0][:11]]
+
+
+KEY_ANYWHERE = re.compile(r"cm_[A-Za-z0-9]{40}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -96,12 +98,16 @@ def serve(
         _bootstrap_embedded(settings)
     elif not _is_migrated(settings):
         raise typer.Exit(_not_migrated())
+    worker_count = workers or settings.workers
+    if worker_count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write their counters here so /metrics adds up every worker, not just one.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cm-prometheus-")
     uvicorn.run(
         "customer_metrics.main:create_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=worker_count,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )

@@ -93,3 +93,18 @@ async def test_timestamps_have_milliseconds_and_z(client):
     body = (await client.post("/customers/metrics", json={"name": "T", "data_type": "DATE"})).json()
     assert TIMESTAMP.match(body["time_created"])
     assert TIMESTAMP.match(body["time_updated"])
+
+
+async def test_prometheus_counts_ingested_values(anon, client):
+    await client.post("/customers/metrics", json={"name": "ARR", "data_type": "NUMBER"})
+    before = _ingested((await anon.get("/metrics")).text)
+    await client.post("/customers/acme/metrics/arr/values", json={"value": 1})
+    await client.post("/customers/acme/metrics/arr/values", json={"value": "bad"})
+    assert _ingested((await anon.get("/metrics")).text) == before + 1
+
+
+def _ingested(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith('cm_values_ingested_total{path="single"}'):
+            return float(line.split()[-1])
+    return 0.0

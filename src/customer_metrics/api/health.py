@@ -6,7 +6,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from customer_metrics.api.errors import error_body
 from customer_metrics.storage.migrate import is_up_to_date
@@ -36,6 +36,4 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import uuid
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -64,3 +65,14 @@ class Metrics:
             ["path"],
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """This process's metrics; with `serve --workers N`, every worker's, added up."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
@@ -76,10 +76,12 @@ async def record_value(
     body: ValueWrite,
     service: Service,
     session: DbSession,
+    request: Request,
     create_customer: bool = True,
 ) -> ExactJSONResponse:
     recorded = await service.write(customer_id, ref, body, create_customer)
     await session.commit()
+    request.app.state.metrics.ingested.labels("single").inc()
     return ExactJSONResponse(
         observation_out(recorded.customer_id, recorded.metric, recorded.observation),
         status_code=status.HTTP_201_CREATED,
