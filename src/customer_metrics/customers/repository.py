@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select, update
 
 from customer_metrics.storage import counters
 from customer_metrics.storage.database import Session
-from customer_metrics.storage.dialect import like_escape, upsert_insert
+from customer_metrics.storage.dialect import chunks, like_escape, upsert_insert
 from customer_metrics.storage.models import CurrentValue, Customer, Observation, table_of
 from customer_metrics.tenancy import Tenant
 
@@ -52,6 +52,37 @@ class CustomerRepository:
             _t.c.organization_id == self._org, _t.c.customer_id == customer_id
         )
         return (await self._conn.execute(stmt)).scalar()
+
+    async def refs_of(self, customer_ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in chunks(customer_ids):
+            stmt = select(_t.c.customer_id, _t.c.id).where(
+                _t.c.organization_id == self._org, _t.c.customer_id.in_(chunk)
+            )
+            found.update({r.customer_id: r.id for r in await self._conn.execute(stmt)})
+        return found
+
+    async def insert_many_if_absent(self, customer_ids: list[str], now: datetime) -> None:
+        """Creates every customer not there yet, numbered from one counter bump."""
+        if not customer_ids:
+            return
+        last = await counters.next_value(self._conn, self._org, "customer", len(customer_ids))
+        first = last - len(customer_ids) + 1
+        insert = upsert_insert(self._conn.dialect.name)
+        rows = [
+            {
+                "organization_id": self._org,
+                "id": first + offset,
+                "customer_id": customer_id,
+                "time_created": now,
+                "time_updated": now,
+            }
+            for offset, customer_id in enumerate(customer_ids)
+        ]
+        stmt = insert(_t).on_conflict_do_nothing(
+            index_elements=[_t.c.organization_id, _t.c.customer_id]
+        )
+        await self._conn.execute(stmt, rows)
 
     async def insert_if_absent(self, values: dict[str, Any]) -> CustomerRow | None:
         """Inserts, or returns None when the customer_id is taken (no error, no abort)."""

@@ -76,6 +76,17 @@ class MetricRepository:
         row = (await self._conn.execute(stmt)).first()
         return _row(row) if row else None
 
+    async def get_many(self, ids: list[int], keys: list[str]) -> list[MetricRow]:
+        conditions = []
+        if ids:
+            conditions.append(_t.c.id.in_(ids))
+        if keys:
+            conditions.append(_t.c.key.in_(keys))
+        if not conditions:
+            return []
+        stmt = select(*_COLUMNS).where(_t.c.organization_id == self._org, or_(*conditions))
+        return [_row(r) for r in await self._conn.execute(stmt)]
+
     async def list_page(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
         stmt = (
             select(*_COLUMNS)

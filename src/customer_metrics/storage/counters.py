@@ -9,15 +9,16 @@ from customer_metrics.storage.dialect import upsert_insert
 from customer_metrics.storage.models import Counter, table_of
 
 
-async def next_value(conn: AsyncConnection, organization_id: int, name: str) -> int:
+async def next_value(conn: AsyncConnection, organization_id: int, name: str, count: int = 1) -> int:
+    """Takes `count` numbers and returns the last one (the first is last - count + 1)."""
     table = table_of(Counter)
     insert = upsert_insert(conn.dialect.name)
     stmt = (
         insert(table)
-        .values(organization_id=organization_id, name=name, value=1)
+        .values(organization_id=organization_id, name=name, value=count)
         .on_conflict_do_update(
             index_elements=[table.c.organization_id, table.c.name],
-            set_={"value": table.c.value + 1},
+            set_={"value": table.c.value + count},
         )
         .returning(table.c.value)
     )

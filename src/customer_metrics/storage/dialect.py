@@ -93,3 +93,11 @@ def upsert_insert(engine_dialect_name: str) -> Any:
 def like_escape(value: str) -> str:
     """Makes `%`, `_` and `\\` literal inside a LIKE pattern (used with ESCAPE '\\')."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# Both drivers cap bound parameters per statement (asyncpg at 32,767): IN lists go in chunks.
+IN_CHUNK = 2000
+
+
+def chunks(items: list[Any], size: int = IN_CHUNK) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

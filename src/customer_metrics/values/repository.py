@@ -52,6 +52,9 @@ def _values(row: Any) -> dict[str, Any]:
     return {c: getattr(row, c) for c in VALUE_COLUMNS}
 
 
+_UPDATED = ("recorded_at", "source", *VALUE_COLUMNS)
+
+
 def _current_row(r: Any) -> CurrentRow:
     return CurrentRow(r.metric_ref, r.key, r.name, r.data_type, r.unit, r.observed_at, _values(r))
 
@@ -100,6 +103,47 @@ class ValueRepository:
                 set_={**changed, "observed_at": observation.observed_at},
                 where=_cur.c.observed_at <= stmt.excluded.observed_at,
             )
+        )
+
+    async def record_many(self, rows: list[tuple[int, int, StoredObservation]]) -> None:
+        """Bulk `record`: rows are (customer_ref, metric_ref, observation), at most one per
+        (customer, metric, observed_at)."""
+        if not rows:
+            return
+        insert = upsert_insert(self._conn.dialect.name)
+        params = [
+            {
+                "organization_id": self._org,
+                "customer_ref": customer_ref,
+                "metric_ref": metric_ref,
+                "observed_at": obs.observed_at,
+                "recorded_at": obs.recorded_at,
+                "source": obs.source,
+                **obs.values,
+            }
+            for customer_ref, metric_ref, obs in rows
+        ]
+        observations = insert(_obs)
+        await self._conn.execute(
+            observations.on_conflict_do_update(
+                index_elements=list(_obs.primary_key.columns),
+                set_={c: observations.excluded[c] for c in _UPDATED},
+            ),
+            params,
+        )
+        latest: dict[tuple[int, int], dict[str, Any]] = {}
+        for param in params:
+            pair = (param["customer_ref"], param["metric_ref"])
+            if pair not in latest or latest[pair]["observed_at"] <= param["observed_at"]:
+                latest[pair] = param
+        current = insert(_cur)
+        await self._conn.execute(
+            current.on_conflict_do_update(
+                index_elements=list(_cur.primary_key.columns),
+                set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
+                where=_cur.c.observed_at <= current.excluded.observed_at,
+            ),
+            list(latest.values()),
         )
 
     async def current_for_update(

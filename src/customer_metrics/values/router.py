@@ -20,8 +20,11 @@ from customer_metrics.metrics.repository import MetricRepository, MetricRow
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.text import normalize_label
 from customer_metrics.values import typed
+from customer_metrics.values.batch import BatchOutcome, BatchRejected, BatchService
 from customer_metrics.values.repository import StoredObservation, ValueRepository
 from customer_metrics.values.schemas import (
+    BatchResult,
+    BatchWrite,
     CurrentValues,
     Deleted,
     ObservationOut,
@@ -31,6 +34,7 @@ from customer_metrics.values.schemas import (
 from customer_metrics.values.service import ValueService
 
 router = APIRouter(prefix="/customers", tags=["metric values"], route_class=StrictRoute)
+batch_router = APIRouter(tags=["metric values"], route_class=StrictRoute)
 
 TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
 
@@ -160,3 +164,44 @@ async def delete_values(
     deleted = await service.delete(customer_id, ref, _time(start, "from"), _time(end, "to"))
     await session.commit()
     return Deleted(deleted=deleted)
+
+
+def batch_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> BatchService:
+    values = ValueRepository(session, tenant)
+    metrics = MetricRepository(session, tenant)
+    customers = CustomerRepository(session, tenant)
+    customer_rules = CustomerService(customers, limits)
+    single = ValueService(values, MetricService(metrics, values, limits), customer_rules, limits)
+    return BatchService(single, values, metrics, customers, customer_rules, limits)
+
+
+def _batch_body(outcome: BatchOutcome) -> dict[str, object]:
+    return {
+        "accepted": outcome.accepted,
+        "rejected": len(outcome.errors),
+        "errors": [{"index": i, "detail": d} for i, d in sorted(outcome.errors.items())],
+    }
+
+
+@batch_router.post(
+    "/customers/metrics/values",
+    response_model=BatchResult,
+    responses={422: {"description": "Atomic batch with a bad item, or a malformed body"}},
+)
+async def write_values_batch(
+    body: BatchWrite,
+    service: Annotated[BatchService, Depends(batch_service)],
+    session: DbSession,
+    request: Request,
+) -> ExactJSONResponse:
+    try:
+        outcome = await service.write(body.values, body.atomic, body.create_customers)
+    except BatchRejected as rejected:
+        # Nothing was stored: FastAPI's 422 shape, plus the same per-item report.
+        errors = sorted(rejected.outcome.errors.items())
+        detail = [item for _, items in errors for item in items]
+        answer = {**_batch_body(rejected.outcome), "accepted": 0}
+        return ExactJSONResponse({"detail": detail, **answer}, status_code=422)
+    await session.commit()
+    request.app.state.metrics.ingested.labels("batch").inc(outcome.accepted)
+    return ExactJSONResponse(_batch_body(outcome))

@@ -57,3 +57,33 @@ class CurrentValues(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+class BatchItem(BaseModel):
+    model_config = STRICT
+
+    customer_id: str
+    metric: str = Field(description="A metric ref: `METRIC-005`, the key, or the numeric id.")
+    value: Any = None
+    increment: Any = None
+    observed_at: str | None = None
+    source: CleanStr | None = None
+
+
+class BatchWrite(BaseModel):
+    model_config = STRICT
+
+    values: list[dict[str, Any]] = Field(description="Up to 10,000 items, each a BatchItem.")
+    atomic: bool = Field(default=False, description="Store all items or none.")
+    create_customers: bool = True
+
+
+class ItemError(BaseModel):
+    index: int
+    detail: list[dict[str, Any]]
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[ItemError]

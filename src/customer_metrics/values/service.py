@@ -8,17 +8,15 @@ from datetime import datetime
 
 from customer_metrics import clock
 from customer_metrics.customers.service import CustomerService
-from customer_metrics.errors import Conflict, InvalidRequest, NotFound
-from customer_metrics.limits import Limits, check_length
+from customer_metrics.errors import NotFound
+from customer_metrics.limits import Limits
 from customer_metrics.metrics.repository import MetricRow
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.text import normalize_label
 from customer_metrics.values import typed
+from customer_metrics.values.prepare import Loc, PreparedWrite, archived_error, prepare_write
 from customer_metrics.values.repository import CurrentRow, StoredObservation, ValueRepository
 from customer_metrics.values.schemas import ValueWrite
-
-SOURCE_MAX = 100
-NUMERIC_TYPES = frozenset({"NUMBER", "INTEGER"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,77 +44,43 @@ class ValueService:
     ) -> Recorded:
         metric = await self._metrics.get(ref)
         if metric.archived:
-            raise Conflict(
-                f"Metric {ref!r} is archived and takes no new values; restore it with "
-                'PATCH {"archived": false} first.',
-                "metric_archived",
-            )
-        sent = body.model_fields_set
-        if body.source is not None:
-            check_length(("body", "source"), body.source, SOURCE_MAX)
-        now = clock.now()
-        if "increment" in sent:
-            return await self._increment(customer_id, metric, body, sent, now, create_customer)
-        if "value" not in sent or body.value is None:
-            raise InvalidRequest(
-                ("body", "value"), "Field required (value or increment)", "missing"
-            )
-        value = typed.parse_value(
-            metric.data_type,
-            body.value,
-            ("body", "value"),
-            metric.allowed_values,
-            self._limits.string_value,
+            raise archived_error(ref)
+        fields = {name: getattr(body, name) for name in body.model_fields_set}
+        prepared = prepare_write(
+            metric, fields, body.model_fields_set, clock.now(), self._limits, ("body",)
         )
-        observed_at = now
-        if body.observed_at is not None:
-            observed_at = typed.parse_timestamp(body.observed_at, ("body", "observed_at"))
-            typed.check_observed_at(observed_at, now, ("body", "observed_at"))
         customer_ref = await self._customers.ref_for_write(customer_id, create_customer)
-        observation = StoredObservation(observed_at, now, body.source, value.columns())
-        await self._repo.record(customer_ref, metric.id, observation)
+        observation = await self.apply(customer_ref, metric, prepared, ("body", "increment"))
         return Recorded(normalize_label(customer_id), metric, observation)
 
-    async def _increment(
-        self,
-        customer_id: str,
-        metric: MetricRow,
-        body: ValueWrite,
-        sent: set[str],
-        now: datetime,
-        create_customer: bool,
-    ) -> Recorded:
-        loc: tuple[str | int, ...] = ("body", "increment")
-        for forbidden in ("value", "observed_at"):
-            if forbidden in sent:
-                raise InvalidRequest(
-                    ("body", forbidden),
-                    f"{forbidden} cannot be sent with increment (an increment is observed now)",
-                    "extra_forbidden",
-                )
-        if metric.data_type not in NUMERIC_TYPES:
-            raise InvalidRequest(
-                loc, "increment applies only to NUMBER and INTEGER metrics", "value_error"
+    async def apply(
+        self, customer_ref: int, metric: MetricRow, prepared: PreparedWrite, loc: Loc
+    ) -> StoredObservation:
+        """Stores a checked write; an increment reads and adds under the current-value lock."""
+        now = prepared.observed_at
+        if prepared.value is not None:
+            observation = StoredObservation(
+                now, clock.now(), prepared.source, prepared.value.columns()
             )
-        typed.add(metric.data_type, None, body.increment, loc)  # validates before any write
-        customer_ref = await self._customers.ref_for_write(customer_id, create_customer)
+            await self._repo.record(customer_ref, metric.id, observation)
+            return observation
         column = typed.COLUMN_OF[metric.data_type]
         current = await self._repo.current_for_update(customer_ref, metric.id)
         if current is None:
-            first = typed.add(metric.data_type, None, body.increment, loc)
-            observation = StoredObservation(now, now, body.source, first.columns())
+            first = typed.add(metric.data_type, None, prepared.increment, loc)
+            observation = StoredObservation(now, now, prepared.source, first.columns())
             if await self._repo.claim_current(customer_ref, metric.id, observation):
                 await self._repo.record(customer_ref, metric.id, observation)
-                return Recorded(normalize_label(customer_id), metric, observation)
+                return observation
             current = await self._repo.current_for_update(customer_ref, metric.id)
             assert current is not None
-        total = typed.add(metric.data_type, current.values[column], body.increment, loc)
+        total = typed.add(metric.data_type, current.values[column], prepared.increment, loc)
         # A current value observed (up to 5 minutes) in the future stays the latest: the
         # increment lands on that instant rather than behind it.
         observed_at = max(now, current.observed_at)
-        observation = StoredObservation(observed_at, now, body.source, total.columns())
+        observation = StoredObservation(observed_at, now, prepared.source, total.columns())
         await self._repo.record(customer_ref, metric.id, observation)
-        return Recorded(normalize_label(customer_id), metric, observation)
+        return observation
 
     async def current(self, customer_id: str, as_of: datetime | None) -> list[CurrentRow]:
         if as_of is None:

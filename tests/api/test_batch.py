@@ -1,0 +1,202 @@
+"""The batch write (contract §4): per-item verdicts, atomic mode, customers on the fly."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.builders import create_metric, create_org, current_values
+from tests.conftest import api_client
+
+URL = "/customers/metrics/values"
+
+
+async def _setup(client):
+    await create_metric(client, name="ARR")
+    await create_metric(client, name="Seats", data_type="INTEGER")
+    await create_metric(client, name="Plan", data_type="STRING", allowed_values=["free", "pro"])
+
+
+async def test_valid_items_are_stored_and_invalid_ones_reported_by_index(client):
+    await _setup(client)
+    response = await client.post(
+        URL,
+        json={
+            "values": [
+                {"customer_id": "acme", "metric": "arr", "value": "1234.50"},
+                {"customer_id": "acme", "metric": "METRIC-002", "value": 1.5},
+                {"customer_id": "beta", "metric": "3", "value": "pro", "source": "crm"},
+                {"customer_id": "beta", "metric": "nope", "value": 1},
+                {"customer_id": "gamma", "metric": "plan", "value": "gold"},
+                {"customer_id": "metrics", "metric": "arr", "value": 1},
+                {"metric": "arr", "value": 1},
+                {"customer_id": "acme", "metric": "seats", "value": 3, "bogus": 1},
+                {"customer_id": "acme", "metric": "seats", "increment": 2},
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (3, 6)
+    by_index = {e["index"]: e["detail"] for e in body["errors"]}
+    assert sorted(by_index) == [1, 3, 4, 5, 6, 7]
+    assert by_index[1][0]["loc"] == ["body", "values", 1, "value"]
+    assert by_index[3][0]["loc"] == ["body", "values", 3, "metric"]
+    assert by_index[4][0]["type"] == "enum"
+    assert by_index[5][0]["loc"] == ["body", "values", 5, "customer_id"]
+    assert by_index[6][0] == {
+        "type": "missing",
+        "loc": ["body", "values", 6, "customer_id"],
+        "msg": "Field required",
+    }
+    assert by_index[7][0]["type"] == "extra_forbidden"
+    assert await current_values(client, "acme") == {"arr": 1234.5, "seats": 2}
+    assert await current_values(client, "beta") == {"plan": "pro"}
+    assert (await client.get("/customers/gamma")).status_code == 404
+
+
+async def test_rejected_counts_items_not_errors(client):
+    await _setup(client)
+    body = (await client.post(URL, json={"values": [{"value": 1, "bogus": 2}]})).json()
+    assert body["rejected"] == 1
+    assert len(body["errors"]) == 1
+    assert len(body["errors"][0]["detail"]) >= 3
+
+
+async def test_atomic_batch_stores_nothing_when_any_item_is_bad(client):
+    await _setup(client)
+    items = [
+        {"customer_id": "acme", "metric": "arr", "value": 1},
+        {"customer_id": "newco", "metric": "arr", "value": 2},
+        {"customer_id": "acme", "metric": "seats", "value": "three"},
+    ]
+    response = await client.post(URL, json={"values": items, "atomic": True})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["accepted"] == 0
+    assert body["rejected"] == 1
+    assert body["errors"][0]["index"] == 2
+    assert body["detail"][0]["loc"] == ["body", "values", 2, "value"]
+    assert (await client.get("/customers/acme")).status_code == 404
+    assert (await client.get("/customers/newco")).status_code == 404
+    ok = await client.post(URL, json={"values": items[:2], "atomic": True})
+    assert ok.json() == {"accepted": 2, "rejected": 0, "errors": []}
+
+
+async def test_atomic_batch_with_an_overflowing_increment_stores_nothing(client):
+    await _setup(client)
+    await client.post(
+        URL, json={"values": [{"customer_id": "a", "metric": "seats", "value": 2**63 - 1}]}
+    )
+    items = [
+        {"customer_id": "a", "metric": "arr", "value": 5},
+        {"customer_id": "a", "metric": "seats", "increment": 1},
+    ]
+    response = await client.post(URL, json={"values": items, "atomic": True})
+    assert response.status_code == 422
+    assert await current_values(client, "a") == {"seats": 2**63 - 1}
+    partial = (await client.post(URL, json={"values": items})).json()
+    assert (partial["accepted"], partial["rejected"]) == (1, 1)
+    assert await current_values(client, "a") == {"arr": 5, "seats": 2**63 - 1}
+
+
+async def test_create_customers_false_rejects_unknown_customers(client):
+    await _setup(client)
+    await client.put("/customers/known", json={})
+    response = await client.post(
+        URL,
+        json={
+            "create_customers": False,
+            "values": [
+                {"customer_id": "known", "metric": "arr", "value": 1},
+                {"customer_id": "unknown", "metric": "arr", "value": 1},
+            ],
+        },
+    )
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert body["errors"][0]["detail"][0]["type"] == "not_found"
+    assert (await client.get("/customers/unknown")).status_code == 404
+
+
+async def test_duplicates_in_one_batch_last_one_wins(client):
+    await _setup(client)
+    at = "2024-01-01T00:00:00Z"
+    items = [
+        {"customer_id": "a", "metric": "arr", "value": 1, "observed_at": at},
+        {"customer_id": "a", "metric": "arr", "value": 2, "observed_at": at},
+        {"customer_id": "a", "metric": "arr", "value": 0, "observed_at": "2023-01-01T00:00:00Z"},
+    ]
+    body = (await client.post(URL, json={"values": items})).json()
+    assert body["accepted"] == 3
+    history = (await client.get("/customers/a/metrics/arr/values")).json()["data"]
+    assert [h["value"] for h in history] == [2, 0]
+    assert await current_values(client, "a") == {"arr": 2}
+
+
+async def test_batch_respects_newer_stored_values(client):
+    await _setup(client)
+    await client.post(
+        "/customers/a/metrics/arr/values", json={"value": 9, "observed_at": "2024-06-01T00:00:00Z"}
+    )
+    items = [
+        {"customer_id": "a", "metric": "arr", "value": 1, "observed_at": "2024-01-01T00:00:00Z"}
+    ]
+    await client.post(URL, json={"values": items})
+    assert await current_values(client, "a") == {"arr": 9}
+
+
+async def test_generated_customer_numbers_do_not_collide_after_a_batch(client):
+    await _setup(client)
+    items = [{"customer_id": f"c{i}", "metric": "arr", "value": i} for i in range(30)]
+    assert (await client.post(URL, json={"values": items})).json()["accepted"] == 30
+    created = await client.post("/customers", json={})
+    assert created.status_code == 201
+    listed = (await client.get("/customers", params={"limit": 200})).json()["data"]
+    assert len({c["id"] for c in listed}) == 31
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"values": "x"},
+        {"values": [1]},
+        {"values": [], "atomic": "yes"},
+        {"values": [], "extra": 1},
+    ],
+)
+async def test_malformed_batch_bodies(client, body):
+    response = await client.post(URL, json=body)
+    if body.get("values") == [1]:
+        assert response.status_code == 422 or response.json()["rejected"] == 1
+    else:
+        assert response.status_code == 422
+
+
+async def test_more_than_10000_items_is_422(client):
+    await _setup(client)
+    items = [{"customer_id": "a", "metric": "arr", "value": 1}] * 10_001
+    response = await client.post(URL, json={"values": items})
+    assert response.status_code == 422
+    assert (await client.get("/customers/a")).status_code == 404
+
+
+async def test_batch_metrics_are_tenant_scoped(app, client):
+    await _setup(client)
+    intruder = await create_org(app)
+    async with api_client(app, intruder.api_key) as other:
+        body = (
+            await other.post(
+                URL, json={"values": [{"customer_id": "a", "metric": "arr", "value": 1}]}
+            )
+        ).json()
+    assert body["rejected"] == 1
+    assert (await client.get("/customers/a")).status_code == 404
+
+
+async def test_empty_batch(client):
+    assert (await client.post(URL, json={"values": []})).json() == {
+        "accepted": 0,
+        "rejected": 0,
+        "errors": [],
+    }
