@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from customer_metrics.api.middleware import (
 from customer_metrics.api.observability import Metrics, configure_logging
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.customers.router import router as customers_router
+from customer_metrics.idempotency.purge import purge_forever
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.router import router as metrics_router
 from customer_metrics.settings import Settings, get_settings
@@ -45,9 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.resolved_database_url, settings.pool_size)
         app.state.database = database
+        purger = asyncio.create_task(
+            purge_forever(database, settings.idempotency_purge_interval_seconds)
+        )
         try:
             yield
         finally:
+            purger.cancel()
             await database.dispose()
 
     app = FastAPI(

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_description_length: int = 2000
     max_string_value_length: int = 1000
     max_customer_id_length: int = 255
+    idempotency_ttl_seconds: int = 86_400
+    idempotency_purge_interval_seconds: int = 600
 
     @property
     def resolved_database_url(self) -> str:

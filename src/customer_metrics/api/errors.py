@@ -8,10 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from customer_metrics.api.idempotency import replay_response
 from customer_metrics.errors import AppError, InvalidRequest
+from customer_metrics.idempotency.service import Replay
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -58,8 +60,10 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"detail": [_scalar_input(dict(e)) for e in jsonable_encoder(errors)]}
 
 
-async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+async def _app_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if isinstance(exc, Replay):
+        return replay_response(exc.response)
     if isinstance(exc, InvalidRequest):
         item = {"type": exc.type, "loc": list(exc.loc), "msg": exc.detail}
         return ASCIIJSONResponse(validation_body([item]), status_code=422)

@@ -6,10 +6,11 @@ import email.message
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
+from customer_metrics.api.idempotency import idempotency
 from customer_metrics.errors import UnsupportedMediaType
 
 
@@ -44,6 +45,20 @@ class StrictRoute(APIRoute):
                         "Send the body as JSON with 'Content-Type: application/json'."
                     )
                 strict._body = body
-            return await handler(strict)
+            try:
+                response = await handler(strict)
+            except BaseException:
+                claim = getattr(strict.state, "idempotency", None)
+                if claim is not None:
+                    await claim.abandon()
+                raise
+            claim = getattr(strict.state, "idempotency", None)
+            if claim is not None:
+                await claim.finish(response)
+            return response
 
         return strict_handler
+
+
+# Every feature router takes these: `Idempotency-Key` on each POST, PATCH and DELETE.
+WRITE_DEPENDENCIES = [Depends(idempotency)]

@@ -36,9 +36,19 @@ class Session:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
+        # Set while an idempotency key is claimed: the route's commit then waits for the edge,
+        # which stores the response in the same transaction and commits both together.
+        self.deferred = False
 
     async def commit(self) -> None:
+        if not self.deferred:
+            await self.connection.commit()
+
+    async def commit_now(self) -> None:
         await self.connection.commit()
+
+    async def rollback(self) -> None:
+        await self.connection.rollback()
 
     async def close(self) -> None:
         await self.connection.close()

@@ -15,6 +15,8 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -192,6 +194,27 @@ class CurrentValue(_ValueColumns, Base):
             "ix_metric_current_values_by_metric", "organization_id", "metric_ref", "customer_ref"
         ),
     )
+
+
+class IdempotencyKey(Base):
+    """The first completed response to a request sent with an `Idempotency-Key`, replayed for
+    repeats; `in_progress` while the first request runs."""
+
+    __tablename__ = "idempotency_keys"
+
+    organization_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(Json, nullable=True)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    time_created: Mapped[datetime] = mapped_column(UTCDateTime())
+    time_expires: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (PrimaryKeyConstraint("organization_id", "key"),)
 
 
 def table_of(model: type[Base]) -> Table:

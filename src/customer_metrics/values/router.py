@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
-from customer_metrics.api.routing import StrictRoute
+from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
 from customer_metrics.clock import format_timestamp
 from customer_metrics.customers.repository import CustomerRepository
 from customer_metrics.customers.service import CustomerService
@@ -33,8 +33,15 @@ from customer_metrics.values.schemas import (
 )
 from customer_metrics.values.service import ValueService
 
-router = APIRouter(prefix="/customers", tags=["metric values"], route_class=StrictRoute)
-batch_router = APIRouter(tags=["metric values"], route_class=StrictRoute)
+router = APIRouter(
+    prefix="/customers",
+    tags=["metric values"],
+    route_class=StrictRoute,
+    dependencies=WRITE_DEPENDENCIES,
+)
+batch_router = APIRouter(
+    tags=["metric values"], route_class=StrictRoute, dependencies=WRITE_DEPENDENCIES
+)
 
 TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
 

@@ -1,0 +1,1 @@
+"""Idempotency keys: one effect per key, the first completed response replayed for repeats."""
