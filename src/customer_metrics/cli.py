@@ -24,6 +24,7 @@ from customer_metrics.organizations.service import OrganizationService
 from customer_metrics.settings import Settings, get_settings
 from customer_metrics.storage import migrate as migrations
 from customer_metrics.storage.database import Database, Session, open_session
+from customer_metrics.transfer import commands as transfer_commands
 
 T = TypeVar("T")
 
@@ -34,6 +35,8 @@ org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 key_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
 app.add_typer(key_app, name="key")
+app.command("import")(transfer_commands.import_command)
+app.command("export")(transfer_commands.export_command)
 
 out = Console()
 err = Console(stderr=True)

@@ -17,12 +17,17 @@ def _plain_decimal(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def dumps_exact(content: Any) -> str:
+    return simplejson.dumps(
+        content, use_decimal=False, default=_plain_decimal, ensure_ascii=True, separators=(",", ":")
+    )
+
+
+def loads_exact(text: str | bytes) -> Any:
+    """JSON with every fractional number as a Decimal, so nothing is rounded on the way."""
+    return simplejson.loads(text, use_decimal=True)
+
+
 class ExactJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return simplejson.dumps(
-            content,
-            use_decimal=False,
-            default=_plain_decimal,
-            ensure_ascii=True,
-            separators=(",", ":"),
-        ).encode("ascii")
+        return dumps_exact(content).encode("ascii")

@@ -1,0 +1,1 @@
+"""Import and export of metric values through the command line (CSV or NDJSON)."""
