@@ -102,7 +102,8 @@ def test_ndjson_round_trip_keeps_exact_decimals(org_env, tmp_path):
     _metric(runner, org, tmp_path, "ARR", "NUMBER")
     source = tmp_path / "values.ndjson"
     source.write_text(
-        '{"customer_id": "a", "metric": "arr", "value": 12345678901234567890.12, "observed_at": "2024-01-01T00:00:00Z"}\n'
+        '{"customer_id": "a", "metric": "arr", "value": 12345678901234567890.12, '
+        '"observed_at": "2024-01-01T00:00:00Z"}\n'
         '{"customer_id": "b", "metric": "arr", "value": 0.0000001}\n'
         "not json\n"
     )
