@@ -22,13 +22,14 @@ from customer_metrics.customers.router import router as customers_router
 from customer_metrics.idempotency.purge import purge_forever
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.router import router as metrics_router
+from customer_metrics.queries.router import router as queries_router
 from customer_metrics.settings import Settings, get_settings
 from customer_metrics.storage.database import Database
 from customer_metrics.values.router import batch_router
 from customer_metrics.values.router import router as values_router
 
 # Order matters: `/customers/metrics…` must match before `/customers/{customer_id}…`.
-FEATURE_ROUTERS = [batch_router, metrics_router, values_router, customers_router]
+FEATURE_ROUTERS = [batch_router, metrics_router, values_router, queries_router, customers_router]
 
 
 def _api_router() -> APIRouter:

@@ -128,6 +128,22 @@ class MetricService:
             check_length(("body", "unit"), unit, UNIT_MAX)
 
 
+async def resolve_refs(repository: MetricRepository, refs: list[str]) -> dict[str, MetricRow]:
+    """Many refs in one query: {ref: metric} for those that name a metric."""
+    parsed = {ref: parse_ref(ref) for ref in set(refs)}
+    ids = sorted({p.id for p in parsed.values() if p and p.id is not None})
+    keys_ = sorted({p.key for p in parsed.values() if p and p.key is not None})
+    rows = await repository.get_many(ids, keys_)
+    by_id = {row.id: row for row in rows}
+    by_key = {row.key: row for row in rows}
+    resolved = {}
+    for ref, p in parsed.items():
+        row = (by_id.get(p.id) if p.id is not None else by_key.get(p.key or "")) if p else None
+        if row is not None:
+            resolved[ref] = row
+    return resolved
+
+
 def _check_allowed_values(data_type: str, allowed: list[str] | None, limits: Limits) -> None:
     if allowed is None:
         return

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Float, cast, event, func
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -101,3 +102,25 @@ IN_CHUNK = 2000
 
 def chunks(items: list[Any], size: int = IN_CHUNK) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def comparable_number(column: Any, dialect_name: str) -> Any:
+    """NUMBER values as something SQL can order: NUMERIC on PostgreSQL; on SQLite, whose exact
+    text form sorts as text, a REAL (so comparisons there hold to ~15 significant digits)."""
+    if dialect_name == "sqlite":
+        return cast(column, Float)
+    return column
+
+
+def number_param(value: Decimal, dialect_name: str) -> Any:
+    return float(value) if dialect_name == "sqlite" else value
+
+
+def contains(column: Any, needle: str, dialect_name: str) -> Any:
+    """Case-sensitive substring test (LIKE is case-insensitive on SQLite)."""
+    position = func.instr if dialect_name == "sqlite" else func.strpos
+    return position(column, needle) > 0
+
+
+def starts_with(column: Any, prefix: str) -> Any:
+    return func.substr(column, 1, len(prefix)) == prefix

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -46,7 +47,8 @@ def import_command(
 
     async def run() -> ImportSummary:
         with (
-            file.open(encoding="utf-8", newline="") as handle,
+            file.open("rb") as raw,
+            io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle,
             rejects_path.open("w", encoding="utf-8") as rejected,
             _progress() as progress,
         ):
@@ -56,7 +58,7 @@ def import_command(
                 elapsed = max(time.monotonic() - started, 1e-6)
                 progress.update(
                     task,
-                    completed=handle.buffer.tell() if not handle.closed else total,
+                    completed=raw.tell() if not raw.closed else total,
                     rows=f"{summary.rows:,}",
                     rate=f"{summary.rows / elapsed:,.0f}",
                     bad=f"{summary.rejected:,}",

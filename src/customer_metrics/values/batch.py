@@ -13,8 +13,8 @@ from customer_metrics.customers.repository import CustomerRepository
 from customer_metrics.customers.service import CustomerService
 from customer_metrics.errors import InvalidRequest
 from customer_metrics.limits import Limits
-from customer_metrics.metrics.refs import parse_ref
 from customer_metrics.metrics.repository import MetricRepository, MetricRow
+from customer_metrics.metrics.service import resolve_refs
 from customer_metrics.values.prepare import PreparedWrite, archived_error, prepare_write
 from customer_metrics.values.repository import StoredObservation, ValueRepository
 from customer_metrics.values.schemas import BatchItem
@@ -73,7 +73,7 @@ class BatchService:
             )
         outcome = BatchOutcome()
         parsed = self._parse(items, outcome)
-        metrics = await self._resolve_metrics([item.metric for _, item in parsed])
+        metrics = await resolve_refs(self._metrics, [item.metric for _, item in parsed])
         checked = self._check(parsed, metrics, outcome)
         refs = await self._customer_refs(checked, create, outcome)
         if atomic and outcome.errors:
@@ -95,20 +95,6 @@ class BatchService:
                 for e in error.errors(include_url=False, include_input=False):
                     outcome.reject(index, ("body", "values", index, *e["loc"]), e["msg"], e["type"])
         return parsed
-
-    async def _resolve_metrics(self, refs: list[str]) -> dict[str, MetricRow]:
-        parsed = {ref: parse_ref(ref) for ref in set(refs)}
-        ids = sorted({p.id for p in parsed.values() if p and p.id is not None})
-        keys = sorted({p.key for p in parsed.values() if p and p.key is not None})
-        rows = await self._metrics.get_many(ids, keys)
-        by_id = {row.id: row for row in rows}
-        by_key = {row.key: row for row in rows}
-        resolved = {}
-        for ref, p in parsed.items():
-            row = (by_id.get(p.id) if p.id is not None else by_key.get(p.key or "")) if p else None
-            if row is not None:
-                resolved[ref] = row
-        return resolved
 
     def _check(
         self,

@@ -1,0 +1,1 @@
+"""Queries across customers: segment search, summaries and time series."""

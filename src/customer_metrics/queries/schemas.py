@@ -1,0 +1,48 @@
+"""Request bodies for queries. The filter tree is checked by `queries.filters`, which knows
+the metrics' types and reports each problem at the leaf's path."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class SortKey(BaseModel):
+    model_config = STRICT
+
+    metric: str | None = Field(default=None, description="A metric ref.")
+    field: Literal["customer_id", "name", "email", "time_created"] | None = None
+    direction: Literal["asc", "desc"] = "asc"
+
+
+class SearchRequest(BaseModel):
+    model_config = STRICT
+
+    filter: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            'A node: {"and": [...]}, {"or": [...]}, {"not": node}, '
+            '{"metric": ref, "op": ..., "value": ...} or {"field": ..., "op": ..., "value": ...}.'
+        ),
+    )
+    sort: list[SortKey] = Field(default_factory=list, max_length=5)
+    include: list[str] = Field(default_factory=list, max_length=50)
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=4096)
+    count: bool = False
+
+
+class SearchHit(BaseModel):
+    customer_id: str
+    name: str | None
+    email: str | None
+    metrics: dict[str, Any]
+
+
+class SearchResult(BaseModel):
+    data: list[SearchHit]
+    next_cursor: str | None
+    count: int | None = None
