@@ -70,6 +70,8 @@ class SearchRepository:
         column = table.c[COLUMN_OF[data_type]]
         if data_type == "NUMBER":
             return dialect.comparable_number(column, self._dialect)
+        if data_type == "STRING":
+            return dialect.bytewise(column, self._dialect)
         return column
 
     def _param(self, data_type: str, value: Any) -> Any:
@@ -156,7 +158,12 @@ class SearchRepository:
         keys = []
         for index, spec in enumerate(sort):
             if spec.field is not None:
-                keys.append(_c.c[spec.field])
+                field = _c.c[spec.field]
+                keys.append(
+                    field
+                    if spec.field == "time_created"
+                    else dialect.bytewise(field, self._dialect)
+                )
                 continue
             assert spec.metric_ref is not None
             assert spec.data_type is not None

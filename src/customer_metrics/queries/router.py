@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
+from customer_metrics import clock
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.pagination import decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
+from customer_metrics.clock import format_timestamp
+from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricRepository
+from customer_metrics.metrics.service import MetricService
 from customer_metrics.queries.repository import SearchRepository
 from customer_metrics.queries.schemas import SearchRequest, SearchResult
 from customer_metrics.queries.service import SearchService
+from customer_metrics.queries.summary import SummaryService
+from customer_metrics.queries.summary_repository import SummaryRepository
+from customer_metrics.values import typed
+from customer_metrics.values.repository import ValueRepository
 
 router = APIRouter(
     prefix="/customers",
@@ -45,3 +53,38 @@ async def search_customers(
     if page.count is not None:
         answer["count"] = page.count
     return ExactJSONResponse(answer)
+
+
+def summary_service(session: DbSession, tenant: CurrentTenant) -> SummaryService:
+    return SummaryService(SummaryRepository(session, tenant))
+
+
+def metric_lookup(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> MetricService:
+    return MetricService(
+        MetricRepository(session, tenant), ValueRepository(session, tenant), limits
+    )
+
+
+Metrics = Annotated[MetricService, Depends(metric_lookup)]
+
+
+@router.get("/metrics/{ref}/summary", response_class=ExactJSONResponse)
+async def summarize_metric(
+    ref: str,
+    metrics: Metrics,
+    service: Annotated[SummaryService, Depends(summary_service)],
+    as_of: Annotated[str | None, Query(max_length=64, description="RFC 3339 with a zone.")] = None,
+) -> ExactJSONResponse:
+    """Across customers' current values (or their values as of `as_of`)."""
+    metric = await metrics.get(ref)
+    instant = typed.parse_timestamp(as_of, ("query", "as_of")) if as_of is not None else None
+    summary = await service.summarize(metric, instant)
+    return ExactJSONResponse(
+        {
+            "metric_id": format_metric_id(metric.id),
+            "data_type": metric.data_type,
+            "as_of": format_timestamp(instant or clock.now()),
+            "count": summary.count,
+            **summary.fields,
+        }
+    )

@@ -124,3 +124,8 @@ def contains(column: Any, needle: str, dialect_name: str) -> Any:
 
 def starts_with(column: Any, prefix: str) -> Any:
     return func.substr(column, 1, len(prefix)) == prefix
+
+
+def bytewise(column: Any, dialect_name: str) -> Any:
+    """Text ordered by code point on both databases (PostgreSQL would use the locale)."""
+    return column.collate("C") if dialect_name == "postgresql" else column

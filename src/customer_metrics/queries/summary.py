@@ -1,0 +1,80 @@
+"""Summaries of one metric across customers' current (or as-of) values.
+
+Percentiles interpolate linearly between the two nearest ranks (PostgreSQL's
+`percentile_cont`, NumPy's default): p at rank h = (n - 1) * p."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from typing import Any
+
+from customer_metrics.metrics.repository import MetricRow
+from customer_metrics.queries.summary_repository import SummaryRepository
+from customer_metrics.values import typed
+
+PERCENTILES = {"p50": Decimal("0.5"), "p90": Decimal("0.9"), "p99": Decimal("0.99")}
+SCALE = Decimal("1e-12")  # averages and interpolated percentiles: 12 decimal places
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    count: int
+    fields: dict[str, Any]
+
+
+def _round(value: Decimal) -> Decimal:
+    with localcontext() as context:
+        context.prec = 80
+        return value.quantize(SCALE, rounding=ROUND_HALF_EVEN).normalize()
+
+
+def _divide(total: Decimal, count: int) -> Decimal:
+    with localcontext() as context:
+        context.prec = 80
+        return _round(total / count)
+
+
+class SummaryService:
+    def __init__(self, repository: SummaryRepository) -> None:
+        self._repo = repository
+
+    async def summarize(self, metric: MetricRow, as_of: datetime | None) -> Summary:
+        kind = metric.data_type
+        count = await self._repo.count(metric.id, kind, as_of)
+        if kind in ("NUMBER", "INTEGER"):
+            return Summary(count, await self._numeric(metric, count, as_of))
+        if kind in ("STRING", "BOOLEAN"):
+            top = await self._repo.top_values(metric.id, kind, as_of)
+            return Summary(count, {"values": [{"value": v, "count": n} for v, n in top]})
+        low, high = await self._repo.min_max(metric.id, kind, as_of) if count else (None, None)
+        return Summary(count, {"min": typed.to_json(kind, low), "max": typed.to_json(kind, high)})
+
+    async def _numeric(
+        self, metric: MetricRow, count: int, as_of: datetime | None
+    ) -> dict[str, Any]:
+        names = ("sum", "min", "max", "avg", *PERCENTILES)
+        if count == 0:
+            return dict.fromkeys(names)
+        kind = metric.data_type
+        total = await self._repo.exact_sum(metric.id, kind, as_of)
+        positions = {name: (count - 1) * p for name, p in PERCENTILES.items()}
+        ranks = {0, count - 1}
+        for h in positions.values():
+            ranks |= {int(h), min(int(h) + 1, count - 1)}
+        at = await self._repo.at_ranks(metric.id, kind, as_of, sorted(ranks))
+        as_decimal = {rank: Decimal(value) for rank, value in at.items()}
+        result: dict[str, Any] = {
+            "sum": total if kind == "NUMBER" else int(total),
+            "min": at[0],
+            "max": at[count - 1],
+            "avg": _divide(total, count),
+        }
+        for name, h in positions.items():
+            low = int(h)
+            high = min(low + 1, count - 1)
+            fraction = h - low
+            value = as_decimal[low] + (as_decimal[high] - as_decimal[low]) * fraction
+            result[name] = _round(value)
+        return result
