@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
@@ -12,11 +12,15 @@ from customer_metrics.api.pagination import decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
 from customer_metrics.clock import format_timestamp
+from customer_metrics.customers.repository import CustomerRepository
+from customer_metrics.customers.service import CustomerService
 from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricRepository
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.queries.repository import SearchRepository
 from customer_metrics.queries.schemas import SearchRequest, SearchResult
+from customer_metrics.queries.series import SeriesService
+from customer_metrics.queries.series_repository import SeriesRepository
 from customer_metrics.queries.service import SearchService
 from customer_metrics.queries.summary import SummaryService
 from customer_metrics.queries.summary_repository import SummaryRepository
@@ -88,3 +92,55 @@ async def summarize_metric(
             **summary.fields,
         }
     )
+
+
+@router.get("/metrics/{ref}/series", response_class=ExactJSONResponse)
+async def metric_series(
+    ref: str,
+    metrics: Metrics,
+    customers: Annotated[CustomerService, Depends(customer_lookup)],
+    service: Annotated[SeriesService, Depends(series_service)],
+    start: Annotated[str, Query(alias="from", max_length=64, description="RFC 3339 with a zone.")],
+    end: Annotated[str, Query(alias="to", max_length=64, description="RFC 3339 with a zone.")],
+    interval: Literal["hour", "day", "week", "month"] = "day",
+    tz: Annotated[str, Query(max_length=64, description="IANA time zone.")] = "UTC",
+    agg: Literal[
+        "sum", "avg", "min", "max", "count", "snapshot_sum", "snapshot_avg", "snapshot_count"
+    ] = "count",
+    customer_id: Annotated[str | None, Query(max_length=1024)] = None,
+) -> ExactJSONResponse:
+    """Buckets over [from, to) in `tz`, one entry per bucket, empty ones included."""
+    metric = await metrics.get(ref)
+    first = typed.parse_timestamp(start, ("query", "from"))
+    last = typed.parse_timestamp(end, ("query", "to"))
+    customer_ref = (await customers.get(customer_id)).id if customer_id is not None else None
+    points = await service.series(metric, first, last, interval, tz, agg, customer_ref)
+    return ExactJSONResponse(
+        {
+            "metric_id": format_metric_id(metric.id),
+            "interval": interval,
+            "tz": tz,
+            "agg": agg,
+            "data": [
+                {
+                    "start": format_timestamp(p.bucket.start),
+                    "end": format_timestamp(p.bucket.end),
+                    "value": typed.to_json(metric.data_type, p.value)
+                    if agg not in ("count", "snapshot_count")
+                    else p.value,
+                    "count": p.count,
+                }
+                for p in points
+            ],
+        }
+    )
+
+
+def series_service(session: DbSession, tenant: CurrentTenant) -> SeriesService:
+    return SeriesService(SeriesRepository(session, tenant))
+
+
+def customer_lookup(
+    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+) -> CustomerService:
+    return CustomerService(CustomerRepository(session, tenant), limits)

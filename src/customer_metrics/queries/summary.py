@@ -30,7 +30,7 @@ def _round(value: Decimal) -> Decimal:
         return value.quantize(SCALE, rounding=ROUND_HALF_EVEN).normalize()
 
 
-def _divide(total: Decimal, count: int) -> Decimal:
+def divide(total: Decimal, count: int) -> Decimal:
     with localcontext() as context:
         context.prec = 80
         return _round(total / count)
@@ -69,7 +69,7 @@ class SummaryService:
             "sum": total if kind == "NUMBER" else int(total),
             "min": at[0],
             "max": at[count - 1],
-            "avg": _divide(total, count),
+            "avg": divide(total, count),
         }
         for name, h in positions.items():
             low = int(h)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, cast, event, func
+from sqlalchemy import Float, Integer, cast, column, event, func, select, values
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from customer_metrics.storage.types import UTCDateTime
 
 READ_ONLY = "cm_read_only"
 
@@ -129,3 +133,29 @@ def starts_with(column: Any, prefix: str) -> Any:
 def bytewise(column: Any, dialect_name: str) -> Any:
     """Text ordered by code point on both databases (PostgreSQL would use the locale)."""
     return column.collate("C") if dialect_name == "postgresql" else column
+
+
+def time_spans(spans: list[tuple[int, datetime, datetime]], dialect_name: str) -> Any:
+    """A small inline table (idx, start_at, end_at) to join rows to time buckets. SQLite has
+    no column aliases for VALUES, so there the rows travel as one JSON parameter."""
+    if dialect_name != "sqlite":
+        return values(
+            column("idx", Integer),
+            column("start_at", UTCDateTime()),
+            column("end_at", UTCDateTime()),
+            name="spans",
+        ).data(spans)
+    # The text form SQLite stores UTCDateTime in, so comparisons stay text-to-text.
+    stamp = "%Y-%m-%d %H:%M:%S.%f"
+    payload = json.dumps(
+        [
+            [s.astimezone(UTC).strftime(stamp), e.astimezone(UTC).strftime(stamp)]
+            for _, s, e in spans
+        ]
+    )
+    rows = func.json_each(payload).table_valued("key", "value")
+    return select(
+        rows.c.key.label("idx"),
+        func.json_extract(rows.c.value, "$[0]").label("start_at"),
+        func.json_extract(rows.c.value, "$[1]").label("end_at"),
+    ).subquery("spans")

@@ -1,0 +1,100 @@
+"""Time series of one metric: per-bucket aggregates of the observations inside each bucket
+(`sum avg min max count`) or of every customer's value as of each bucket's end
+(`snapshot_sum snapshot_avg snapshot_count`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from customer_metrics.errors import InvalidRequest
+from customer_metrics.metrics.repository import MetricRow
+from customer_metrics.queries.buckets import Bucket, buckets, zone
+from customer_metrics.queries.series_repository import SeriesRepository
+from customer_metrics.queries.summary import divide
+
+AGGREGATES = ("sum", "avg", "min", "max", "count", "snapshot_sum", "snapshot_avg", "snapshot_count")
+NUMERIC_ONLY = frozenset({"sum", "avg", "min", "max", "snapshot_sum", "snapshot_avg"})
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    bucket: Bucket
+    value: Any
+    count: int
+
+
+@dataclass(slots=True)
+class _Stats:
+    count: int = 0
+    total: Any = None
+    low: Any = None
+    high: Any = None
+
+    def add(self, value: Any) -> None:
+        if value is None:
+            return
+        self.count += 1
+        self.total = value if self.total is None else self.total + value
+        self.low = value if self.low is None or value < self.low else self.low
+        self.high = value if self.high is None or value > self.high else self.high
+
+
+class SeriesService:
+    def __init__(self, repository: SeriesRepository) -> None:
+        self._repo = repository
+
+    async def series(
+        self,
+        metric: MetricRow,
+        start: datetime,
+        end: datetime,
+        interval: str,
+        tz_name: str,
+        agg: str,
+        customer_ref: int | None,
+    ) -> list[Point]:
+        numeric = metric.data_type in ("NUMBER", "INTEGER")
+        if agg in NUMERIC_ONLY and not numeric:
+            raise InvalidRequest(
+                ("query", "agg"), f"{agg} needs a NUMBER or INTEGER metric", "value_error"
+            )
+        spans = buckets(start, end, interval, zone(tz_name))
+        snapshot = agg.startswith("snapshot_")
+        stats = await self._stats(metric, spans, customer_ref, snapshot)
+        base = agg.removeprefix("snapshot_")
+        points = []
+        for index, span in enumerate(spans):
+            s = stats.get(index, _Stats())
+            points.append(Point(span, _value(base, s, metric.data_type), s.count))
+        return points
+
+    async def _stats(
+        self, metric: MetricRow, spans: list[Bucket], customer_ref: int | None, snapshot: bool
+    ) -> dict[int, _Stats]:
+        if metric.data_type == "NUMBER" and not self._repo.exact_in_sql:
+            stats: dict[int, _Stats] = {}
+            for index, value in await self._repo.bucket_values(
+                metric.id, metric.data_type, spans, customer_ref, snapshot
+            ):
+                stats.setdefault(index, _Stats()).add(value)
+            return stats
+        rows = await self._repo.aggregate(
+            metric.id, metric.data_type, spans, customer_ref, snapshot
+        )
+        return {i: _Stats(count, total, low, high) for i, (count, total, low, high) in rows.items()}
+
+
+def _value(base: str, stats: _Stats, data_type: str) -> Any:
+    if base == "count":
+        return stats.count
+    if stats.count == 0:
+        return None
+    if base == "avg":
+        return divide(Decimal(stats.total), stats.count)
+    chosen = {"sum": stats.total, "min": stats.low, "max": stats.high}[base]
+    if data_type == "INTEGER":
+        return int(chosen)
+    return chosen
