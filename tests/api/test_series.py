@@ -1,4 +1,4 @@
-"""Time series (contract §5): calendar buckets in a time zone, observation and snapshot aggregates."""
+"""Time series (contract §5): calendar buckets in a zone, observation and snapshot aggregates."""
 
 from __future__ import annotations
 
