@@ -1,0 +1,208 @@
+"""Property: search, summary and series agree with a plain-Python reference model over
+random data, on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.builders import create_metric, create_org
+from tests.conftest import api_client
+
+CUSTOMERS = [f"c{i}" for i in range(6)]
+PLANS = ["free", "pro", "team"]
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+values_of = st.fixed_dictionaries(
+    {
+        c: st.tuples(
+            st.none() | st.integers(-50, 50), st.none() | st.sampled_from(PLANS), st.integers(0, 9)
+        )
+        for c in CUSTOMERS
+    }
+)
+number_leaf = st.builds(
+    lambda op, v, w: {
+        "metric": "score",
+        "op": op,
+        "value": sorted([v, w]) if op == "between" else v,
+    },
+    st.sampled_from(["eq", "ne", "lt", "lte", "gt", "gte", "between"]),
+    st.integers(-50, 50),
+    st.integers(-50, 50),
+)
+plan_leaf = st.one_of(
+    st.builds(
+        lambda op, v: {"metric": "plan", "op": op, "value": v},
+        st.sampled_from(["eq", "ne", "starts_with", "contains"]),
+        st.sampled_from(["free", "pro", "t", "e"]),
+    ),
+    st.builds(
+        lambda op, vs: {"metric": "plan", "op": op, "value": vs},
+        st.sampled_from(["in", "not_in"]),
+        st.lists(st.sampled_from(PLANS), min_size=1, max_size=2),
+    ),
+    st.builds(
+        lambda op, m: {"metric": m, "op": op},
+        st.sampled_from(["exists", "not_exists"]),
+        st.sampled_from(["score", "plan"]),
+    ),
+)
+leaf = st.one_of(number_leaf, plan_leaf)
+tree = st.recursive(
+    leaf,
+    lambda children: st.one_of(
+        st.builds(lambda xs: {"and": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"or": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, children),
+    ),
+    max_leaves=6,
+)
+
+
+def holds(node, row) -> bool:
+    if "and" in node:
+        return all(holds(n, row) for n in node["and"])
+    if "or" in node:
+        return any(holds(n, row) for n in node["or"])
+    if "not" in node:
+        return not holds(node["not"], row)
+    value = row[0] if node["metric"] == "score" else row[1]
+    op = node["op"]
+    if op == "exists":
+        return value is not None
+    if op == "not_exists":
+        return value is None
+    if value is None:
+        return False
+    target = node.get("value")
+    return {
+        "eq": lambda: value == target,
+        "ne": lambda: value != target,
+        "lt": lambda: value < target,
+        "lte": lambda: value <= target,
+        "gt": lambda: value > target,
+        "gte": lambda: value >= target,
+        "between": lambda: target[0] <= value <= target[1],
+        "in": lambda: value in target,
+        "not_in": lambda: value not in target,
+        "starts_with": lambda: value.startswith(target),
+        "contains": lambda: target in value,
+    }[op]()
+
+
+async def _load(client, data):
+    await create_metric(client, name="score", key="score", data_type="INTEGER")
+    await create_metric(client, name="plan", key="plan", data_type="STRING")
+    items = []
+    for customer, (score, plan, day) in data.items():
+        observed = (BASE + timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if score is not None:
+            items.append(
+                {
+                    "customer_id": customer,
+                    "metric": "score",
+                    "value": score,
+                    "observed_at": observed,
+                }
+            )
+            # an older value that must never show as current
+            items.append(
+                {
+                    "customer_id": customer,
+                    "metric": "score",
+                    "value": 999,
+                    "observed_at": "2023-01-01T00:00:00Z",
+                }
+            )
+        if plan is not None:
+            items.append(
+                {"customer_id": customer, "metric": "plan", "value": plan, "observed_at": observed}
+            )
+    await client.put(f"/customers/{CUSTOMERS[0]}", json={})
+    for customer in CUSTOMERS:
+        await client.put(f"/customers/{customer}", json={})
+    response = await client.post("/customers/metrics/values", json={"values": items})
+    assert response.json()["rejected"] == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=values_of, node=tree, direction=st.sampled_from(["asc", "desc"]))
+async def test_search_agrees_with_the_model(app, data, node, direction):
+    org = await create_org(app)
+    async with api_client(app, org.api_key) as client:
+        await _load(client, data)
+        seen, cursor = [], None
+        while True:
+            body = {
+                "filter": node,
+                "sort": [{"metric": "score", "direction": direction}],
+                "limit": 2,
+                "count": True,
+                "include": ["score"],
+                **({"cursor": cursor} if cursor else {}),
+            }
+            response = await client.post("/customers/search", json=body)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            seen += [(h["customer_id"], h["metrics"]["score"]) for h in page["data"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    matching = [c for c in CUSTOMERS if holds(node, data[c])]
+    with_value = [c for c in matching if data[c][0] is not None]
+    without = [c for c in matching if data[c][0] is None]
+    ordered = sorted(
+        with_value,
+        key=lambda c: (data[c][0] if direction == "asc" else -data[c][0], CUSTOMERS.index(c)),
+    )
+    expected = [(c, data[c][0]) for c in ordered + without]
+    assert seen == expected, node
+    assert page["count"] == len(matching)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=values_of)
+async def test_summary_and_snapshot_series_agree_with_the_model(app, data):
+    org = await create_org(app)
+    async with api_client(app, org.api_key) as client:
+        await _load(client, data)
+        summary = (await client.get("/customers/metrics/score/summary")).json(parse_float=Decimal)
+        series = (
+            await client.get(
+                "/customers/metrics/score/series",
+                params={
+                    "from": "2024-01-01T00:00:00Z",
+                    "to": "2024-01-11T00:00:00Z",
+                    "agg": "snapshot_sum",
+                },
+            )
+        ).json(parse_float=Decimal)
+        plans = (await client.get("/customers/metrics/plan/summary")).json()
+    scores = sorted(v[0] for v in data.values() if v[0] is not None)
+    assert summary["count"] == len(scores)
+    if scores:
+        assert (summary["sum"], summary["min"], summary["max"]) == (
+            sum(scores),
+            scores[0],
+            scores[-1],
+        )
+        h = (len(scores) - 1) * Decimal("0.9")
+        low = int(h)
+        high = min(low + 1, len(scores) - 1)
+        p90 = scores[low] + (scores[high] - scores[low]) * (h - low)
+        assert summary["p90"] == p90.quantize(Decimal("1e-12"))
+    for day, point in enumerate(series["data"]):
+        end = day + 1  # bucket end: midnight after `day`
+        alive = [v[0] if v[2] < end else 999 for v in data.values() if v[0] is not None]
+        assert point["count"] == len(alive)
+        assert point["value"] == (sum(alive) if alive else None)
+    counts: dict[str, int] = {}
+    for _, plan, _ in data.values():
+        if plan is not None:
+            counts[plan] = counts.get(plan, 0) + 1
+    expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert [(v["value"], v["count"]) for v in plans["values"]] == expected
