@@ -278,3 +278,17 @@ async def test_name_of_deleted_metric_can_be_used_again(client):
     created = await create_metric(client, name="Seats")
     await client.delete(f"/customers/metrics/{created['key']}?cascade=true")
     assert (await create_metric(client, name="SEATS"))["name"] == "SEATS"
+
+
+async def test_concurrent_creates_deriving_one_key_get_distinct_keys_and_gapless_numbers(client):
+    import asyncio
+
+    names = [f"customer{'-' * i}tier" for i in range(1, 9)]
+    responses = await asyncio.gather(
+        *(client.post("/customers/metrics", json={"name": n, "data_type": "NUMBER"}) for n in names)
+    )
+    assert [r.status_code for r in responses] == [201] * len(names)
+    keys = sorted(r.json()["key"] for r in responses)
+    assert keys == sorted(["customer_tier"] + [f"customer_tier_{i}" for i in range(2, 9)])
+    numbers = sorted(r.json()["id"] for r in responses)
+    assert numbers == list(range(1, 9))

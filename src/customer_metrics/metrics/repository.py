@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from customer_metrics.errors import Conflict
@@ -51,11 +52,6 @@ class MetricRepository:
         self._conn = session.connection
         self._org = tenant.organization_id
 
-    async def next_number(self) -> int:
-        """Takes the organization's metric counter row lock until the transaction ends, so
-        creates within one organization queue here."""
-        return await counters.next_value(self._conn, self._org, "metric")
-
     async def keys_starting_with(self, prefix: str) -> set[str]:
         stmt = select(_t.c.key).where(
             _t.c.organization_id == self._org,
@@ -63,12 +59,21 @@ class MetricRepository:
         )
         return set((await self._conn.execute(stmt)).scalars())
 
-    async def insert(self, values: dict[str, Any]) -> MetricRow:
-        stmt = insert(_t).values(organization_id=self._org, **values).returning(*_COLUMNS)
+    async def insert_numbered(self, values: dict[str, Any], retry_on_key: bool) -> MetricRow | None:
+        """Inserts with the next METRIC number. None when `retry_on_key` and the key was taken
+        meanwhile (the caller derives another); other clashes are 409s."""
+        guard = counters.attempt(self._conn) if retry_on_key else nullcontext()
         try:
-            return _row((await self._conn.execute(stmt)).one())
+            async with guard:
+                row = await counters.insert_numbered(
+                    self._conn, _t, self._org, "metric", values, _COLUMNS
+                )
         except IntegrityError as error:
-            raise _conflict(error, values) from None
+            conflict = _conflict(error, values)
+            if retry_on_key and conflict.code == "key_taken":
+                return None
+            raise conflict from None
+        return _row(row)
 
     async def get(self, *, id: int | None = None, key: str | None = None) -> MetricRow | None:
         stmt = select(*_COLUMNS).where(_t.c.organization_id == self._org)

@@ -14,6 +14,8 @@ from customer_metrics.metrics.schemas import MetricCreate, MetricUpdate
 from customer_metrics.text import comparison_key
 from customer_metrics.values.repository import Usage, ValueRepository
 
+KEY_ATTEMPTS = 5
+
 
 class MetricService:
     def __init__(
@@ -33,26 +35,33 @@ class MetricService:
                 "(at most 64 characters)",
                 "string_pattern_mismatch",
             )
-        number = await self._repo.next_number()
-        key = body.key
-        if key is None:
-            base = keys.base_key(body.name)
-            key = keys.first_free(base, await self._repo.keys_starting_with(base[:56]))
         now = clock.now()
-        return await self._repo.insert(
-            {
-                "id": number,
-                "key": key,
-                "name": body.name,
-                "name_key": comparison_key(body.name),
-                "description": body.description,
-                "data_type": body.data_type,
-                "unit": body.unit,
-                "allowed_values": body.allowed_values,
-                "archived": False,
-                "time_created": now,
-                "time_updated": now,
-            }
+        values = {
+            "name": body.name,
+            "name_key": comparison_key(body.name),
+            "description": body.description,
+            "data_type": body.data_type,
+            "unit": body.unit,
+            "allowed_values": body.allowed_values,
+            "archived": False,
+            "time_created": now,
+            "time_updated": now,
+        }
+        if body.key is not None:
+            created = await self._repo.insert_numbered({"key": body.key, **values}, False)
+            assert created is not None
+            return created
+        base = keys.base_key(body.name)
+        for _ in range(KEY_ATTEMPTS):
+            # Optimistic: a concurrent create may take the derived key first; then derive again.
+            key = keys.first_free(base, await self._repo.keys_starting_with(base[:56]))
+            created = await self._repo.insert_numbered({"key": key, **values}, True)
+            if created is not None:
+                return created
+        raise Conflict(
+            "Could not derive a free key for this name under concurrent creates; retry, "
+            "or send an explicit key.",
+            "key_taken",
         )
 
     async def get(self, ref: str) -> MetricRow:

@@ -3,6 +3,13 @@ returns the number and concurrent callers queue on the counter row."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Table, insert, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer_metrics.storage.dialect import upsert_insert
@@ -23,3 +30,57 @@ async def next_value(conn: AsyncConnection, organization_id: int, name: str, cou
         .returning(table.c.value)
     )
     return int((await conn.execute(stmt)).scalar_one())
+
+
+async def insert_numbered(
+    conn: AsyncConnection,
+    table: Table,
+    organization_id: int,
+    counter: str,
+    values: dict[str, Any],
+    returning: list[Any],
+) -> Any:
+    """Inserts one row whose `id` is the organization's next `counter` number.
+
+    The counter row is locked from the bump until commit, so callers queue there: on
+    PostgreSQL the bump and the insert are one statement, issued last, so the lock is held
+    for that statement and the commit only. A failed insert (a unique violation) rolls the
+    bump back with it: numbers have no gaps."""
+    counters = table_of(Counter)
+    if conn.dialect.name == "sqlite":  # writes are already serialised by BEGIN IMMEDIATE
+        number = await next_value(conn, organization_id, counter)
+        stmt = insert(table).values(organization_id=organization_id, id=number, **values)
+        return (await conn.execute(stmt.returning(*returning))).one()
+    bump = (
+        pg_insert(counters)
+        .values(organization_id=organization_id, name=counter, value=1)
+        .on_conflict_do_update(
+            index_elements=[counters.c.organization_id, counters.c.name],
+            set_={"value": counters.c.value + 1},
+        )
+        .returning(counters.c.value)
+        .cte("number")
+    )
+    names = ["organization_id", "id", *values]
+    source = select(
+        literal(organization_id, table.c.organization_id.type),
+        bump.c.value,
+        *(literal(value, table.c[name].type) for name, value in values.items()),
+    )
+    stmt = insert(table).from_select(names, source).returning(*returning)
+    return (await conn.execute(stmt)).one()
+
+
+@asynccontextmanager
+async def attempt(conn: AsyncConnection) -> AsyncIterator[None]:
+    """A statement that may fail and be tried again in the same transaction: PostgreSQL aborts
+    the whole transaction on an error unless a savepoint was set (SQLite does not)."""
+    if conn.dialect.name == "sqlite":
+        yield
+        return
+    await conn.exec_driver_sql("SAVEPOINT cm_attempt")
+    try:
+        yield
+    except IntegrityError:
+        await conn.exec_driver_sql("ROLLBACK TO SAVEPOINT cm_attempt")
+        raise
