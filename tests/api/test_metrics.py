@@ -287,7 +287,9 @@ async def test_concurrent_creates_deriving_one_key_get_distinct_keys_and_gapless
     responses = await asyncio.gather(
         *(client.post("/customers/metrics", json={"name": n, "data_type": "NUMBER"}) for n in names)
     )
-    assert [r.status_code for r in responses] == [201] * len(names)
+    assert [r.status_code for r in responses] == [201] * len(names), [
+        r.text for r in responses if r.status_code != 201
+    ]
     keys = sorted(r.json()["key"] for r in responses)
     assert keys == sorted(["customer_tier"] + [f"customer_tier_{i}" for i in range(2, 9)])
     numbers = sorted(r.json()["id"] for r in responses)

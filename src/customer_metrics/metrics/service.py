@@ -14,7 +14,8 @@ from customer_metrics.metrics.schemas import MetricCreate, MetricUpdate
 from customer_metrics.text import comparison_key
 from customer_metrics.values.repository import Usage, ValueRepository
 
-KEY_ATTEMPTS = 5
+# Each round lets at least one of the concurrent creates of one derived key through.
+KEY_ATTEMPTS = 64
 
 
 class MetricService:
