@@ -31,6 +31,10 @@ def check_characters(value: str) -> str:
     return value
 
 
+def is_clean(value: str) -> bool:
+    return _FORBIDDEN.search(value) is None
+
+
 def normalize_label(value: str) -> str:
     """Names, keys, units and customer ids: NFC and trimmed."""
     return unicodedata.normalize("NFC", value).strip()

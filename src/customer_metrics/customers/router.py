@@ -18,6 +18,7 @@ from customer_metrics.customers.schemas import (
     CustomerUpdate,
 )
 from customer_metrics.customers.service import CustomerService
+from customer_metrics.text import CleanStr
 
 router = APIRouter(
     prefix="/customers",
@@ -69,7 +70,7 @@ async def list_customers(
     service: Service,
     limit: Limit = 50,
     cursor: Cursor = None,
-    q: Annotated[str | None, Query(max_length=255)] = None,
+    q: Annotated[CleanStr | None, Query(max_length=255)] = None,
 ) -> CustomerPage:
     after = decode_int_cursor(cursor)
     query = q.strip() if q and q.strip() else None

@@ -8,7 +8,7 @@ from customer_metrics import clock
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
 from customer_metrics.errors import Conflict, InvalidRequest, NotFound
 from customer_metrics.limits import Limits, check_length
-from customer_metrics.text import check_characters, normalize_label
+from customer_metrics.text import check_characters, is_clean, normalize_label
 
 # `/customers/metrics…` and `/customers/search` are routes, so these can never be customer ids.
 RESERVED_IDS = frozenset({"metrics", "search"})
@@ -77,7 +77,8 @@ class CustomerService:
         return await self._repo.update(current.id, {**effective, "time_updated": clock.now()})
 
     async def get(self, customer_id: str) -> CustomerRow:
-        row = await self._repo.get(normalize_label(customer_id))
+        # An id no customer can have (a NUL, a lone surrogate) is simply not found.
+        row = await self._repo.get(normalize_label(customer_id)) if is_clean(customer_id) else None
         if row is None:
             raise NotFound(f"No customer {customer_id!r} in this organization.")
         return row

@@ -21,7 +21,7 @@ from customer_metrics.metrics.schemas import (
     MetricUsage,
 )
 from customer_metrics.metrics.service import MetricService
-from customer_metrics.text import comparison_key
+from customer_metrics.text import CleanStr, comparison_key
 from customer_metrics.values.repository import ValueRepository
 
 router = APIRouter(
@@ -79,7 +79,7 @@ async def list_metrics(
     cursor: Cursor = None,
     include_archived: bool = False,
     data_type: Annotated[DataType | None, Query()] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[CleanStr | None, Query(max_length=200)] = None,
 ) -> MetricPage:
     after = decode_int_cursor(cursor)
     where = MetricFilter(

@@ -58,9 +58,15 @@ def buckets(start: datetime, end: datetime, interval: str, tz: ZoneInfo) -> list
     if end <= start:
         raise InvalidRequest(("query", "to"), "to must be after from", "value_error")
     result = []
-    current = _floor(start, interval, tz)
+    try:
+        current = _floor(start, interval, tz)
+    except (OverflowError, ValueError):
+        raise _out_of_range() from None
     while current < end:
-        following = _next(current, interval, tz)
+        try:
+            following = _next(current, interval, tz)
+        except (OverflowError, ValueError):
+            raise _out_of_range() from None
         result.append(Bucket(current, following))
         if len(result) > MAX_BUCKETS:
             raise InvalidRequest(
@@ -70,3 +76,9 @@ def buckets(start: datetime, end: datetime, interval: str, tz: ZoneInfo) -> list
             )
         current = following
     return result
+
+
+def _out_of_range() -> InvalidRequest:
+    return InvalidRequest(
+        ("query", "from"), "The range reaches past the years 1 to 9999", "value_error"
+    )

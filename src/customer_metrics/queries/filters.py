@@ -9,6 +9,7 @@ from typing import Any
 
 from customer_metrics.errors import InvalidRequest
 from customer_metrics.metrics.repository import MetricRow
+from customer_metrics.text import is_clean
 from customer_metrics.values import typed
 
 MAX_DEPTH = 8
@@ -185,7 +186,7 @@ class FilterParser:
         if op in TEXT_ONLY:
             if not isinstance(raw, str) or not raw:
                 raise InvalidRequest(vloc, f"{op} takes a non-empty string", "string_type")
-            return raw
+            return _clean(raw, vloc)
         return self._one(data_type, raw, vloc, is_field)
 
     def _one(self, data_type: str, raw: Any, loc: Loc, is_field: bool) -> Any:
@@ -194,10 +195,18 @@ class FilterParser:
         if is_field:
             if not isinstance(raw, str):
                 raise InvalidRequest(loc, "Input should be a string", "string_type")
-            return raw
+            return _clean(raw, loc)
         # Filters compare with stored values, so they take the same JSON as a write (no
         # allowed_values check: a filter on a retired value is still a fair question).
         return typed.parse_value(data_type, raw, loc, None, self._max_string).value
+
+
+def _clean(value: str, loc: Loc) -> str:
+    if not is_clean(value):
+        raise InvalidRequest(
+            loc, "String holds a control character or a lone surrogate", "string_invalid_character"
+        )
+    return value
 
 
 def changed_since(leaf: Leaf) -> datetime:

@@ -14,6 +14,7 @@ from customer_metrics.metrics.service import resolve_refs
 from customer_metrics.queries.filters import FilterParser, referenced_metrics
 from customer_metrics.queries.repository import SearchRepository, SortSpec
 from customer_metrics.queries.schemas import SearchRequest
+from customer_metrics.text import is_clean
 from customer_metrics.values import typed
 
 
@@ -138,13 +139,13 @@ def decode_position(cursor: list[Any], sort: list[SortSpec]) -> tuple[Any, ...]:
     if not isinstance(cursor, list) or len(cursor) != len(sort) + 1:
         raise invalid
     *keys, ref = cursor
-    if not isinstance(ref, int) or isinstance(ref, bool):
+    if not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref <= typed.INT64_MAX:
         raise invalid
     decoded: list[Any] = []
     try:
         for value, spec in zip(keys, sort, strict=True):
             decoded.append(None if value is None else _decode(value, _kind(spec)))
-    except (ValueError, TypeError, InvalidOperation):
+    except (ValueError, TypeError, InvalidOperation, InvalidRequest):
         raise invalid from None
     return (*decoded, ref)
 
@@ -156,10 +157,10 @@ def _decode(value: Any, kind: str) -> Any:
         return datetime.fromisoformat(value)
     if kind == "DATE":
         return date.fromisoformat(value)
-    if kind == "INTEGER" and (not isinstance(value, int) or isinstance(value, bool)):
-        raise TypeError
+    if kind == "INTEGER":
+        typed.parse_integer(value, ("body", "cursor"))
     if kind == "BOOLEAN" and not isinstance(value, bool):
         raise TypeError
-    if kind == "STRING" and not isinstance(value, str):
+    if kind == "STRING" and not (isinstance(value, str) and is_clean(value)):
         raise TypeError
     return value

@@ -12,7 +12,7 @@ from customer_metrics.errors import NotFound
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.repository import MetricRow
 from customer_metrics.metrics.service import MetricService
-from customer_metrics.text import normalize_label
+from customer_metrics.text import is_clean, normalize_label
 from customer_metrics.values import typed
 from customer_metrics.values.prepare import Loc, PreparedWrite, archived_error, prepare_write
 from customer_metrics.values.repository import CurrentRow, StoredObservation, ValueRepository
@@ -84,6 +84,8 @@ class ValueService:
 
     async def current(self, customer_id: str, as_of: datetime | None) -> list[CurrentRow]:
         if as_of is None:
+            if not is_clean(customer_id):
+                raise NotFound(f"No customer {customer_id!r} in this organization.")
             rows = await self._repo.current_view(normalize_label(customer_id))
             if rows is None:
                 raise NotFound(f"No customer {customer_id!r} in this organization.")
