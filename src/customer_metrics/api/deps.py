@@ -49,7 +49,9 @@ async def current_tenant(request: Request, session: DbSession) -> Tenant:
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
 
 
-def limits(request: Request) -> Limits:
+# Every dependency here and in the routers is `async def`: FastAPI runs a plain `def` in a
+# worker thread, a hop that costs more than the work these do.
+async def limits(request: Request) -> Limits:
     return request.app.state.limits  # type: ignore[no-any-return]
 
 

@@ -28,7 +28,7 @@ router = APIRouter(
 )
 
 
-def customer_service(
+async def customer_service(
     session: DbSession, tenant: CurrentTenant, limits: AppLimits
 ) -> CustomerService:
     return CustomerService(CustomerRepository(session, tenant), limits)

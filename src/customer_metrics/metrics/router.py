@@ -32,7 +32,9 @@ router = APIRouter(
 )
 
 
-def metric_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> MetricService:
+async def metric_service(
+    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+) -> MetricService:
     return MetricService(
         MetricRepository(session, tenant), ValueRepository(session, tenant), limits
     )

@@ -35,7 +35,9 @@ router = APIRouter(
 )
 
 
-def search_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> SearchService:
+async def search_service(
+    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+) -> SearchService:
     return SearchService(
         SearchRepository(session, tenant), MetricRepository(session, tenant), limits
     )
@@ -59,11 +61,13 @@ async def search_customers(
     return ExactJSONResponse(answer)
 
 
-def summary_service(session: DbSession, tenant: CurrentTenant) -> SummaryService:
+async def summary_service(session: DbSession, tenant: CurrentTenant) -> SummaryService:
     return SummaryService(SummaryRepository(session, tenant))
 
 
-def metric_lookup(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> MetricService:
+async def metric_lookup(
+    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+) -> MetricService:
     return MetricService(
         MetricRepository(session, tenant), ValueRepository(session, tenant), limits
     )
@@ -136,11 +140,11 @@ async def metric_series(
     )
 
 
-def series_service(session: DbSession, tenant: CurrentTenant) -> SeriesService:
+async def series_service(session: DbSession, tenant: CurrentTenant) -> SeriesService:
     return SeriesService(SeriesRepository(session, tenant))
 
 
-def customer_lookup(
+async def customer_lookup(
     session: DbSession, tenant: CurrentTenant, limits: AppLimits
 ) -> CustomerService:
     return CustomerService(CustomerRepository(session, tenant), limits)

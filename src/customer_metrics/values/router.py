@@ -46,7 +46,9 @@ batch_router = APIRouter(
 TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
 
 
-def value_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> ValueService:
+async def value_service(
+    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+) -> ValueService:
     values = ValueRepository(session, tenant)
     metrics = MetricService(MetricRepository(session, tenant), values, limits)
     customers = CustomerService(CustomerRepository(session, tenant), limits)
@@ -173,7 +175,9 @@ async def delete_values(
     return Deleted(deleted=deleted)
 
 
-def batch_service(session: DbSession, tenant: CurrentTenant, limits: AppLimits) -> BatchService:
+async def batch_service(
+    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+) -> BatchService:
     values = ValueRepository(session, tenant)
     metrics = MetricRepository(session, tenant)
     customers = CustomerRepository(session, tenant)
