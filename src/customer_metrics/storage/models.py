@@ -126,9 +126,16 @@ class Customer(Base):
     )
 
 
-class _ValueColumns:
-    """One typed column per family of data types; the metric's data_type says which is set."""
+class _ObservationColumns:
+    """What an observation holds: whose value of which metric, when, and the value in the one
+    typed column its metric's data_type names."""
 
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    customer_ref: Mapped[int] = mapped_column(BigInteger)
+    metric_ref: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str | None] = mapped_column(String(400), nullable=True)
     value_number: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
     value_integer: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     value_text: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -137,20 +144,9 @@ class _ValueColumns:
     value_datetime: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class Observation(_ValueColumns, Base):
-    """Every value ever recorded: one row per customer, metric and observed_at."""
-
-    __tablename__ = "metric_values"
-
-    organization_id: Mapped[int] = mapped_column(BigInteger)
-    customer_ref: Mapped[int] = mapped_column(BigInteger)
-    metric_ref: Mapped[int] = mapped_column(BigInteger)
-    observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    source: Mapped[str | None] = mapped_column(String(400), nullable=True)
-
-    __table_args__ = (
-        PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref", "observed_at"),
+def _owners() -> tuple[ForeignKeyConstraint, ForeignKeyConstraint]:
+    """Observations belong to a customer and a metric of the same organization."""
+    return (
         ForeignKeyConstraint(
             ["organization_id", "customer_ref"],
             ["customers.organization_id", "customers.id"],
@@ -161,35 +157,28 @@ class Observation(_ValueColumns, Base):
             ["metrics.organization_id", "metrics.id"],
             ondelete="CASCADE",
         ),
+    )
+
+
+class Observation(_ObservationColumns, Base):
+    """Every value ever recorded: one row per customer, metric and observed_at."""
+
+    __tablename__ = "metric_values"
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref", "observed_at"),
+        *_owners(),
         Index("ix_metric_values_by_metric_time", "organization_id", "metric_ref", "observed_at"),
     )
 
 
-class CurrentValue(_ValueColumns, Base):
+class CurrentValue(_ObservationColumns, Base):
     """The latest observation per customer and metric, kept in the writing transaction so
     reads of current values never scan history."""
 
     __tablename__ = "metric_current_values"
-
-    organization_id: Mapped[int] = mapped_column(BigInteger)
-    customer_ref: Mapped[int] = mapped_column(BigInteger)
-    metric_ref: Mapped[int] = mapped_column(BigInteger)
-    observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    source: Mapped[str | None] = mapped_column(String(400), nullable=True)
-
     __table_args__ = (
         PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref"),
-        ForeignKeyConstraint(
-            ["organization_id", "customer_ref"],
-            ["customers.organization_id", "customers.id"],
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["organization_id", "metric_ref"],
-            ["metrics.organization_id", "metrics.id"],
-            ondelete="CASCADE",
-        ),
+        *_owners(),
         Index(
             "ix_metric_current_values_by_metric", "organization_id", "metric_ref", "customer_ref"
         ),
