@@ -6,6 +6,7 @@ to the report ("server log" section)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,8 @@ class ServerProcess:
         if self.process is None:
             return
         self._signal_group(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
         # Also reaps workers that outlived the parent.
         self._signal_group(signal.SIGKILL)
         self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
@@ -144,10 +143,9 @@ class ServerProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, sig)  # the group id is the leader's pid (new session)
-        except ProcessLookupError:
-            pass
+        # The group id is the leader's pid: it was started in a session of its own.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a `customer-metrics` command on the server's database and configuration."""
@@ -184,6 +182,11 @@ def server(
     env = _clean_environment()
     env["CM_SECRET_KEY"] = f"process-test-secret-{tmp_path.name}"
     env["CM_DATA_DIR"] = str(tmp_path / "data")
+    # A PostgreSQL server may open 2 x CM_POOL_SIZE connections. The suite shares one
+    # PostgreSQL (often max_connections=100) with every xdist worker and whatever else runs on
+    # it; at the default (20 -> 40 connections) a busy machine ran out, and a request that
+    # cannot get a connection is a 500 today. 16 connections still race plenty.
+    env["CM_POOL_SIZE"] = "8"
     database_url = ""
     if backend.name == "postgres":
         database_url = create_postgres_database()
@@ -205,7 +208,7 @@ def server(
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed:
         for index, process in enumerate(item.stash.get(_SERVERS, [])):
