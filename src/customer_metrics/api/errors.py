@@ -39,6 +39,9 @@ class ASCIIJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+_ERROR_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": "1"}}
+
+
 def error_body(detail: str, code: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
 
@@ -67,7 +70,7 @@ async def _app_error(_: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidRequest):
         item = {"type": exc.type, "loc": list(exc.loc), "msg": exc.detail}
         return ASCIIJSONResponse(validation_body([item]), status_code=422)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = _ERROR_HEADERS.get(exc.status_code)
     return ASCIIJSONResponse(
         error_body(exc.detail, exc.code), status_code=exc.status_code, headers=headers
     )

@@ -3,9 +3,14 @@ request."""
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from customer_metrics.errors import Unavailable
 from customer_metrics.storage import dialect
+
+log = logging.getLogger("customer_metrics.storage")
 
 
 class Database:
@@ -21,7 +26,13 @@ class Database:
             dialect.install_sqlite_transactions(self.engine)
 
     async def connect(self, *, read_only: bool) -> AsyncConnection:
-        conn = await self.engine.connect()
+        try:
+            conn = await self.engine.connect()
+        except Exception as error:  # whatever stops a connect is an outage
+            # No connection to be had (server down, too many clients — which asyncpg raises
+            # unwrapped at connect — or the pool exhausted): retryable, so a 503, not a 500.
+            log.warning("database connection unavailable: %s", error)
+            raise Unavailable("The database is busy or unreachable; retry shortly.") from None
         if read_only:
             await conn.execution_options(**{dialect.READ_ONLY: True})
         return conn

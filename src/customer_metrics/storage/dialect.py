@@ -44,7 +44,9 @@ def ensure_sqlite_dir(url: URL) -> None:
 def engine_options(url: URL, pool_size: int) -> dict[str, Any]:
     if is_sqlite(url):
         return {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 60}
-    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": 30}
+    # pool_size is the most connections a worker opens: PostgreSQL's max_connections is
+    # shared by every worker of every server.
+    return {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 30}
 
 
 def install_sqlite_transactions(engine: AsyncEngine) -> None:

@@ -1,0 +1,31 @@
+"""When no database connection can be had, clients get 503 `unavailable` (retryable), never
+a 500."""
+
+from __future__ import annotations
+
+import httpx
+
+from customer_metrics.main import create_app
+from customer_metrics.settings import Settings
+
+UNKNOWN_KEY = "cm_" + "A" * 40
+
+
+async def test_unreachable_database_is_503_with_retry_after(tmp_path):
+    settings = Settings(
+        database_url="postgresql://postgres@127.0.0.1:1/nowhere", data_dir=tmp_path, secret_key="s"
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get(
+                "/external/v1/customers/metrics", headers={"Authorization": f"Bearer {UNKNOWN_KEY}"}
+            )
+            ready = await client.get("/readyz")
+            alive = await client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+    assert response.headers["retry-after"] == "1"
+    assert ready.status_code == 503
+    assert alive.status_code == 200
