@@ -103,3 +103,23 @@ async def test_organization_id_cannot_be_chosen_by_the_request(client, org):
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "extra_forbidden"
+
+
+async def test_only_a_keyed_hash_of_a_key_is_stored(app, org):
+    import hashlib
+    import hmac
+
+    from sqlalchemy import text
+
+    async with app.state.database.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT * FROM api_keys WHERE organization_id = :o"), {"o": org.id}
+            )
+        ).all()
+    dump = repr(rows)
+    assert org.api_key not in dump
+    assert org.api_key[11:] not in dump  # not even the secret part
+    expected = hmac.new(app.state.secret, org.api_key.encode(), hashlib.sha256).hexdigest()
+    assert expected in dump
+    assert hashlib.sha256(org.api_key.encode()).hexdigest() not in dump  # keyed, not a bare hash

@@ -13,6 +13,15 @@ from customer_metrics.storage.database import Database
 from customer_metrics.storage.models import Base
 from tests.conftest import Backend, create_postgres_database, drop_postgres_database
 
+TENANT_TABLES = (
+    "counters",
+    "metrics",
+    "customers",
+    "metric_values",
+    "metric_current_values",
+    "idempotency_keys",
+)
+
 
 def _fresh_url(backend: Backend, tmp_path) -> str:
     if backend.name == "sqlite":
@@ -28,19 +37,25 @@ def _inspect(url: str):
 
                 def look(sync_conn):
                     context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+                    inspector = inspect(sync_conn)
+                    keys = {
+                        table: inspector.get_pk_constraint(table)["constrained_columns"]
+                        for table in TENANT_TABLES
+                    }
+                    others = {
+                        (table, tuple(uc["column_names"]))
+                        for table in TENANT_TABLES
+                        for uc in inspector.get_unique_constraints(table)
+                    } | {
+                        (table, tuple(ix["column_names"]))
+                        for table in TENANT_TABLES
+                        for ix in inspector.get_indexes(table)
+                    }
                     return (
-                        set(inspect(sync_conn).get_table_names()),
+                        set(inspector.get_table_names()),
                         compare_metadata(context, Base.metadata),
-                        {
-                            table: inspect(sync_conn).get_pk_constraint(table)[
-                                "constrained_columns"
-                            ]
-                            for table in ("metrics", "counters")
-                        },
-                        {
-                            tuple(uc["column_names"])
-                            for uc in inspect(sync_conn).get_unique_constraints("metrics")
-                        },
+                        keys,
+                        others,
                     )
 
                 return await conn.run_sync(look)
@@ -61,12 +76,12 @@ def test_migrations_upgrade_an_empty_database_and_match_the_models(backend, tmp_
         migrate.upgrade(url)  # idempotent
 
         tables, diff, primary_keys, uniques = _inspect(url)
-        assert {"organizations", "api_keys", "counters", "metrics", "alembic_version"} <= tables
+        assert {"organizations", "api_keys", "alembic_version", *TENANT_TABLES} <= tables
         assert diff == []
-        # Tenant tables lead their keys with organization_id (distributable by tenant).
-        assert primary_keys["metrics"][0] == "organization_id"
-        assert primary_keys["counters"][0] == "organization_id"
-        assert all(columns[0] == "organization_id" for columns in uniques)
+        # Tenant tables lead every key and index with organization_id (distributable by tenant).
+        assert all(columns[0] == "organization_id" for columns in primary_keys.values())
+        assert uniques
+        assert all(columns[0] == "organization_id" for _, columns in uniques), uniques
 
         database = Database(url, pool_size=1)
         assert asyncio.run(migrate.is_up_to_date(database, url)) is True
@@ -74,3 +89,21 @@ def test_migrations_upgrade_an_empty_database_and_match_the_models(backend, tmp_
     finally:
         if backend.name == "postgres":
             drop_postgres_database(url)
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pragmas.db'}"
+    migrate.upgrade(url)
+
+    async def read():
+        database = Database(url, pool_size=1)
+        try:
+            async with database.engine.connect() as conn:
+                return [
+                    (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                    for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+                ]
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(read()) == ["wal", 1, 30000, 2]
