@@ -49,10 +49,16 @@ def _row(r: Any) -> MetricRow:
 
 class MetricRepository:
     def __init__(self, session: Session, tenant: Tenant) -> None:
+        self._session = session
         self._conn = session.connection
         self._org = tenant.organization_id
 
-    async def keys_starting_with(self, prefix: str) -> set[str]:
+    async def keys_starting_with(self, prefix: str, base: str) -> set[str]:
+        """Keys that could clash with `base` or its `_2`, `_3`… forms; empty (after one index
+        probe) in the common case where `base` itself is free."""
+        probe = select(_t.c.key).where(_t.c.organization_id == self._org, _t.c.key == base)
+        if (await self._conn.execute(probe)).first() is None:
+            return set()
         stmt = select(_t.c.key).where(
             _t.c.organization_id == self._org,
             _t.c.key.like(like_escape(prefix) + "%", escape="\\"),
@@ -62,12 +68,16 @@ class MetricRepository:
     async def insert_numbered(self, values: dict[str, Any], retry_on_key: bool) -> MetricRow | None:
         """Inserts with the next METRIC number. None when `retry_on_key` and the key was taken
         meanwhile (the caller derives another); other clashes are 409s."""
-        guard = counters.attempt(self._conn) if retry_on_key else nullcontext()
         try:
-            async with guard:
-                row = await counters.insert_numbered(
-                    self._conn, _t, self._org, "metric", values, _COLUMNS
+            async with self._session.own_transactions() as alone:
+                # A statement that commits alone needs no savepoint to be tried again.
+                guard = (
+                    counters.attempt(self._conn) if retry_on_key and not alone else nullcontext()
                 )
+                async with guard:
+                    row = await counters.insert_numbered(
+                        self._conn, _t, self._org, "metric", values, _COLUMNS
+                    )
         except IntegrityError as error:
             conflict = _conflict(error, values)
             if retry_on_key and conflict.code == "key_taken":

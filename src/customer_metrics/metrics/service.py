@@ -55,7 +55,7 @@ class MetricService:
         base = keys.base_key(body.name)
         for _ in range(KEY_ATTEMPTS):
             # Optimistic: a concurrent create may take the derived key first; then derive again.
-            key = keys.first_free(base, await self._repo.keys_starting_with(base[:56]))
+            key = keys.first_free(base, await self._repo.keys_starting_with(base[:56], base))
             created = await self._repo.insert_numbered({"key": key, **values}, True)
             if created is not None:
                 return created

@@ -4,6 +4,8 @@ request."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -60,6 +62,32 @@ class Session:
 
     async def rollback(self) -> None:
         await self.connection.rollback()
+
+    @asynccontextmanager
+    async def own_transactions(self) -> AsyncIterator[bool]:
+        """Statements inside commit one by one, inside PostgreSQL (autocommit).
+
+        For a write that takes a hot lock (the per-organization counter): with its own
+        transaction the lock is released by the same round trip that took it, instead of
+        waiting for the application to send COMMIT. Anything the request did before is
+        committed first. Under an idempotency claim, and on SQLite (one writer at a time
+        anyway), statements stay in the request's transaction. Yields whether they commit
+        one by one."""
+        if self.deferred or self.connection.dialect.name == "sqlite":
+            yield False
+            return
+        await self.connection.commit()
+        default = self.connection.default_isolation_level
+        await self.connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield True
+        except BaseException:
+            await self.connection.rollback()  # ends SQLAlchemy's bookkeeping; nothing is open
+            raise
+        else:
+            await self.connection.commit()
+        finally:
+            await self.connection.execution_options(isolation_level=default)
 
     async def close(self) -> None:
         await self.connection.close()

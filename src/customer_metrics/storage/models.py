@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from customer_metrics.storage.types import AutoId, ExactDecimal, Json, UTCDateTime
+from customer_metrics.storage.types import AutoId, ExactDecimal, Json, MachineKey, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -87,7 +87,7 @@ class Metric(Base):
     )
     # Numbered per organization by the `metric` counter: METRIC-005 has id 5.
     id: Mapped[int] = mapped_column(BigInteger)
-    key: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(MachineKey)
     name: Mapped[str] = mapped_column(String(400))
     # NFKC + casefold of the name: what uniqueness compares.
     name_key: Mapped[str] = mapped_column(String(400))

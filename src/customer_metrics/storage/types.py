@@ -6,13 +6,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, Numeric, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, Numeric, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only autoincrements a column declared exactly `INTEGER PRIMARY KEY`.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
+# Machine keys compared by code point: on PostgreSQL the "C" collation also lets a
+# `LIKE 'prefix%'` use the index (the locale's collation cannot).
+MachineKey = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

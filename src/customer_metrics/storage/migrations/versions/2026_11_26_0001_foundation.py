@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from customer_metrics.storage.types import AutoId, Json, UTCDateTime
+from customer_metrics.storage.types import AutoId, Json, MachineKey, UTCDateTime
 
 revision: str = "0001_foundation"
 down_revision: str | None = None
@@ -61,7 +61,7 @@ def upgrade() -> None:
         "metrics",
         sa.Column("organization_id", sa.BigInteger(), nullable=False),
         sa.Column("id", sa.BigInteger(), nullable=False),
-        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("key", MachineKey, nullable=False),
         sa.Column("name", sa.String(400), nullable=False),
         sa.Column("name_key", sa.String(400), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
