@@ -20,7 +20,9 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     # Only releases the connection: routes commit before returning (code after `yield` runs
     # once the response has been sent), and closing an uncommitted session rolls it back.
     session = await open_session(
-        request.app.state.database, read_only=request.method in _READ_METHODS
+        request.app.state.database,
+        read_only=request.method in _READ_METHODS,
+        lazy_transaction=True,
     )
     try:
         yield session
@@ -43,6 +45,8 @@ async def current_tenant(request: Request, session: DbSession) -> Tenant:
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
     tenant = await service.authenticate(_presented_key(request))
     request.state.tenant = tenant
+    if request.method not in _READ_METHODS:
+        await session.begin_transaction()  # the key lookup ran outside it
     return tenant
 
 

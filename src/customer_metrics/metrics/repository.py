@@ -53,12 +53,7 @@ class MetricRepository:
         self._conn = session.connection
         self._org = tenant.organization_id
 
-    async def keys_starting_with(self, prefix: str, base: str) -> set[str]:
-        """Keys that could clash with `base` or its `_2`, `_3`… forms; empty (after one index
-        probe) in the common case where `base` itself is free."""
-        probe = select(_t.c.key).where(_t.c.organization_id == self._org, _t.c.key == base)
-        if (await self._conn.execute(probe)).first() is None:
-            return set()
+    async def keys_starting_with(self, prefix: str) -> set[str]:
         stmt = select(_t.c.key).where(
             _t.c.organization_id == self._org,
             _t.c.key.like(like_escape(prefix) + "%", escape="\\"),

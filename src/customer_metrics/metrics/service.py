@@ -53,12 +53,15 @@ class MetricService:
             assert created is not None
             return created
         base = keys.base_key(body.name)
+        taken: set[str] = set()
         for _ in range(KEY_ATTEMPTS):
-            # Optimistic: a concurrent create may take the derived key first; then derive again.
-            key = keys.first_free(base, await self._repo.keys_starting_with(base[:56], base))
+            # Optimistic: try the base key first; on a clash (an older metric, or a concurrent
+            # create) look at the keys in use and take the next free suffix.
+            key = keys.first_free(base, taken)
             created = await self._repo.insert_numbered({"key": key, **values}, True)
             if created is not None:
                 return created
+            taken = await self._repo.keys_starting_with(base[:56])
         raise Conflict(
             "Could not derive a free key for this name under concurrent creates; retry, "
             "or send an explicit key.",

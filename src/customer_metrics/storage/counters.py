@@ -73,11 +73,9 @@ async def insert_numbered(
 
 @asynccontextmanager
 async def attempt(conn: AsyncConnection) -> AsyncIterator[None]:
-    """A statement that may fail and be tried again in the same transaction: PostgreSQL aborts
-    the whole transaction on an error unless a savepoint was set (SQLite does not)."""
-    if conn.dialect.name == "sqlite":
-        yield
-        return
+    """Statements that may fail and be tried again in the same transaction: rolled back to a
+    savepoint on failure (PostgreSQL would abort the whole transaction; SQLite would keep the
+    half that succeeded, such as a counter bump)."""
     await conn.exec_driver_sql("SAVEPOINT cm_attempt")
     try:
         yield

@@ -47,11 +47,23 @@ class Session:
     """One request's connection and transaction. Routes commit before they return, so a write
     is durable before its response leaves; closing without a commit rolls back."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, autocommit: bool = False) -> None:
         self.connection = connection
         # Set while an idempotency key is claimed: the route's commit then waits for the edge,
         # which stores the response in the same transaction and commits both together.
         self.deferred = False
+        # PostgreSQL requests start without a transaction (no BEGIN/ROLLBACK round trips for
+        # the key lookup and for reads); a write calls begin_transaction() first.
+        self.autocommit = autocommit
+
+    async def begin_transaction(self) -> None:
+        """From here on, statements share one transaction until commit."""
+        if self.autocommit:
+            await self.connection.commit()  # closes SQLAlchemy's bookkeeping; nothing is open
+            await self.connection.execution_options(
+                isolation_level=self.connection.default_isolation_level
+            )
+            self.autocommit = False
 
     async def commit(self) -> None:
         if not self.deferred:
@@ -76,6 +88,9 @@ class Session:
         if self.deferred or self.connection.dialect.name == "sqlite":
             yield False
             return
+        if self.autocommit:
+            yield True
+            return
         await self.connection.commit()
         default = self.connection.default_isolation_level
         await self.connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -93,5 +108,13 @@ class Session:
         await self.connection.close()
 
 
-async def open_session(database: Database, *, read_only: bool) -> Session:
-    return Session(await database.connect(read_only=read_only))
+async def open_session(
+    database: Database, *, read_only: bool, lazy_transaction: bool = False
+) -> Session:
+    """With `lazy_transaction`, a PostgreSQL session runs each statement on its own until
+    `begin_transaction()`: reads need no transaction, and each round trip saved counts."""
+    connection = await database.connect(read_only=read_only)
+    if lazy_transaction and not database.is_sqlite:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return Session(connection, autocommit=True)
+    return Session(connection)
