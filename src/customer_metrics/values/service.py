@@ -4,7 +4,7 @@ Raises domain errors; never commits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from customer_metrics import clock
 from customer_metrics.customers.service import CustomerService
@@ -17,6 +17,8 @@ from customer_metrics.values import typed
 from customer_metrics.values.prepare import Loc, PreparedWrite, archived_error, prepare_write
 from customer_metrics.values.repository import CurrentRow, StoredObservation, ValueRepository
 from customer_metrics.values.schemas import ValueWrite
+
+ONE_MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +59,15 @@ class ValueService:
         self, customer_ref: int, metric: MetricRow, prepared: PreparedWrite, loc: Loc
     ) -> StoredObservation:
         """Stores a checked write; an increment reads and adds under the current-value lock."""
-        now = prepared.observed_at
         if prepared.value is not None:
             observation = StoredObservation(
-                now, clock.now(), prepared.source, prepared.value.columns()
+                prepared.observed_at, clock.now(), prepared.source, prepared.value.columns()
             )
             await self._repo.record(customer_ref, metric.id, observation)
             return observation
         column = typed.COLUMN_OF[metric.data_type]
         current = await self._repo.current_for_update(customer_ref, metric.id)
+        now = clock.now()  # read once the lock is held: the time the increment happens
         if current is None:
             first = typed.add(metric.data_type, None, prepared.increment, loc)
             observation = StoredObservation(now, now, prepared.source, first.columns())
@@ -74,10 +76,12 @@ class ValueService:
                 return observation
             current = await self._repo.current_for_update(customer_ref, metric.id)
             assert current is not None
+            now = clock.now()
         total = typed.add(metric.data_type, current.values[column], prepared.increment, loc)
-        # A current value observed (up to 5 minutes) in the future stays the latest: the
-        # increment lands on that instant rather than behind it.
-        observed_at = max(now, current.observed_at)
+        # Every increment is its own observation, after the one it adds to: at least 1 ms
+        # later (two increments in one millisecond must not replace each other), and after a
+        # current value observed up to 5 minutes in the future.
+        observed_at = max(now, current.observed_at + ONE_MILLISECOND)
         observation = StoredObservation(observed_at, now, prepared.source, total.columns())
         await self._repo.record(customer_ref, metric.id, observation)
         return observation
