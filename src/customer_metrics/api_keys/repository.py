@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from customer_metrics.storage.database import Session
 from customer_metrics.storage.models import ApiKey, table_of
@@ -23,6 +23,10 @@ class ApiKeyRow:
     time_revoked: datetime | None
 
 
+# Every request runs this one: built once (building a statement costs more than running it).
+_ACTIVE_BY_HASH = select(_t.c.organization_id, _t.c.id).where(
+    _t.c.key_hash == bindparam("key_hash"), _t.c.time_revoked.is_(None)
+)
 _COLUMNS = (_t.c.id, _t.c.organization_id, _t.c.prefix, _t.c.time_created, _t.c.time_revoked)
 
 
@@ -43,10 +47,7 @@ class ApiKeyRepository:
         return ApiKeyRow(*(await self._conn.execute(stmt)).one())
 
     async def find_active_by_hash_unscoped(self, key_hash: str) -> tuple[int, int] | None:
-        stmt = select(_t.c.organization_id, _t.c.id).where(
-            _t.c.key_hash == key_hash, _t.c.time_revoked.is_(None)
-        )
-        row = (await self._conn.execute(stmt)).first()
+        row = (await self._conn.execute(_ACTIVE_BY_HASH, {"key_hash": key_hash})).first()
         return (row[0], row[1]) if row else None
 
     async def list_unscoped(self, organization_id: int | None) -> list[ApiKeyRow]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, insert, literal, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -46,14 +47,28 @@ async def insert_numbered(
     PostgreSQL the bump and the insert are one statement, issued last, so the lock is held
     for that statement and the commit only. A failed insert (a unique violation) rolls the
     bump back with it: numbers have no gaps."""
-    counters = table_of(Counter)
+    params = {"organization_id": organization_id, "counter": counter, **values}
     if conn.dialect.name == "sqlite":  # writes are already serialised by BEGIN IMMEDIATE
-        number = await next_value(conn, organization_id, counter)
-        stmt = insert(table).values(organization_id=organization_id, id=number, **values)
-        return (await conn.execute(stmt.returning(*returning))).one()
+        params["id"] = await next_value(conn, organization_id, counter)
+    stmt = _numbered_insert(conn.dialect.name, table, tuple(values), tuple(returning))
+    return (await conn.execute(stmt, params)).one()
+
+
+@lru_cache(maxsize=64)
+def _numbered_insert(
+    dialect_name: str, table: Table, names: tuple[str, ...], returning: tuple[Any, ...]
+) -> Any:
+    """Built once per shape, run with bound parameters: building SQLAlchemy statements costs
+    more CPU per request than executing them."""
+    columns = {name: bindparam(name, type_=table.c[name].type) for name in names}
+    org = bindparam("organization_id", type_=table.c.organization_id.type)
+    if dialect_name == "sqlite":
+        stmt = insert(table).values(organization_id=org, id=bindparam("id"), **columns)
+        return stmt.returning(*returning)
+    counters = table_of(Counter)
     bump = (
         pg_insert(counters)
-        .values(organization_id=organization_id, name=counter, value=1)
+        .values(organization_id=org, name=bindparam("counter"), value=1)
         .on_conflict_do_update(
             index_elements=[counters.c.organization_id, counters.c.name],
             set_={"value": counters.c.value + 1},
@@ -61,14 +76,9 @@ async def insert_numbered(
         .returning(counters.c.value)
         .cte("number")
     )
-    names = ["organization_id", "id", *values]
-    source = select(
-        literal(organization_id, table.c.organization_id.type),
-        bump.c.value,
-        *(literal(value, table.c[name].type) for name, value in values.items()),
-    )
-    stmt = insert(table).from_select(names, source).returning(*returning)
-    return (await conn.execute(stmt)).one()
+    source = select(org, bump.c.value, *columns.values())
+    stmt = insert(table).from_select(["organization_id", "id", *names], source)
+    return stmt.returning(*returning)
 
 
 @asynccontextmanager
