@@ -13,14 +13,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from machine import cpu_busy, cpu_count
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -98,6 +100,26 @@ def postgres_facts(url: str) -> dict[str, str]:
     return asyncio.run(_server_facts(url))
 
 
+async def _backend_pids(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR datname IS NULL"
+        )
+        return [int(r["pid"]) for r in rows if r["pid"] != conn.get_server_pid()]
+    finally:
+        await conn.close()
+
+
+def backend_pids(url: str) -> list[int]:
+    """PostgreSQL processes working for this database, plus the shared ones (WAL writer,
+    checkpointer, autovacuum launcher…): the database side of "our" load."""
+    try:
+        return asyncio.run(_backend_pids(url))
+    except (OSError, asyncpg.PostgresError):
+        return []
+
+
 # --- processes -----------------------------------------------------------------------------
 
 
@@ -118,9 +140,7 @@ def venv_bin(name: str) -> str:
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The inherited environment without any CM_*/DATABASE_URL settings, plus `extra`."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("CM_") and k != "DATABASE_URL"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_") and k != "DATABASE_URL"}
     env.update(extra)
     return env
 
@@ -179,9 +199,13 @@ def server(
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            list(cmd), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            list(cmd),
+            env=dict(env),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     srv = Server(name, f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_ready(srv, ready_path, timeout)
@@ -260,6 +284,9 @@ class WrkResult:
     non_2xx: int
     statuses: dict[str, int]
     socket_errors: dict[str, int]
+    # Share of the CPUs that other work (not the servers, not their database backends) used
+    # in the half second before the run.
+    busy_before: float | None = None
 
 
 def run_wrk(
@@ -270,8 +297,11 @@ def run_wrk(
     duration: int,
     headers: Mapping[str, str],
     script_args: Sequence[str] = (),
+    ours: Callable[[], Iterable[int]] | None = None,
 ) -> WrkResult:
-    """Load `url` with `script` (which must print a WRK_RESULT line from `done()`)."""
+    """Load `url` with `script` (which must print a WRK_RESULT line from `done()`). With
+    `ours` (the pids of the servers and their database backends), first read how busy the
+    CPUs are with anything else, into `busy_before`."""
     cmd = [
         ensure_wrk(),
         f"--threads={options.threads}",
@@ -283,10 +313,11 @@ def run_wrk(
     for key, value in headers.items():
         cmd += ["--header", f"{key}: {value}"]
     cmd += [url, "--", *script_args]
+    busy = cpu_busy(0.5, ours) if ours else None
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}):\n{done.stderr}{done.stdout}")
-    return parse_wrk(done.stdout)
+    return replace(parse_wrk(done.stdout), busy_before=None if busy is None else round(busy, 3))
 
 
 def parse_wrk(stdout: str) -> WrkResult:
@@ -318,11 +349,20 @@ def environment_facts(admin_url: str) -> dict[str, Any]:
         done = subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, check=False)
         return (done.stdout or done.stderr).strip()
 
+    busy = cpu_busy()
+    if busy is not None and busy > 0.25:
+        log(
+            f"WARNING: the machine is already {busy:.0%} busy before the benchmark; "
+            "other work (tests, builds) will skew these numbers"
+        )
     return {
+        "cpu_busy_before": None if busy is None else round(busy, 3),
+        "load_average": os.getloadavg(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": out("git", "rev-parse", "HEAD"),
-        "git_dirty": bool(out("git", "status", "--porcelain", "--untracked-files=no")),
-        "cpus": os.cpu_count(),
+        # Uncommitted changes under src/ mean the service measured is not exactly git_commit.
+        "src_dirty": bool(out("git", "status", "--porcelain", "--", "src")),
+        "cpus": cpu_count(),
         "python": sys.version.split()[0],
         "wrk": out(ensure_wrk(), "--version").splitlines()[0],
         "postgres": postgres_facts(admin_url),

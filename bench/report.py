@@ -11,6 +11,8 @@ from typing import Any
 
 from harness import WrkResult
 
+NOISY = 0.25  # CPU share busy before a run (servers idle) above which the run is flagged
+
 
 @dataclass(frozen=True)
 class Side:
@@ -54,7 +56,7 @@ class Side:
 
 
 @dataclass(frozen=True)
-class Target:
+class Check:
     """A pass/fail check printed under the tables (e.g. ratio ≥ 0.40)."""
 
     label: str
@@ -76,29 +78,43 @@ def _statuses(result: WrkResult) -> str:
     return " ".join(f"{s}:{n}" for s, n in sorted(result.statuses.items())) or "-"
 
 
+def _busy(result: WrkResult) -> str:
+    """CPU already busy just before the run (our servers idle); `!` marks a noisy run."""
+    if result.busy_before is None:
+        return "-"
+    return f"{result.busy_before:.0%}" + ("!" if result.busy_before > NOISY else "")
+
+
 def side_table(side: Side) -> str:
     header = f"{'run':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-    header += f"{'non-2xx':>8} {'sock err':>8}  statuses"
+    header += f"{'non-2xx':>8} {'sock err':>8} {'busy':>5}  statuses"
     lines = [f"{side.name}: {side.description}", header]
     for i, r in enumerate(side.runs, 1):
         errors = sum(r.socket_errors.values())
         lines.append(
             f"{i:>6} {r.requests_per_s:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f} "
-            f"{r.non_2xx:>8} {errors:>8}  {_statuses(r)}"
+            f"{r.non_2xx:>8} {errors:>8} {_busy(r):>5}  {_statuses(r)}"
         )
     lines.append(
         f"{'median':>6} {side.median_rps:>9.1f} {side.median_p50_ms:>8.2f} "
-        f"{side.median_p99_ms:>8.2f} {'':>8} {side.non_2xx:>8} {side.socket_errors:>8}  (totals)"
+        f"{side.median_p99_ms:>8.2f} {'':>8} {side.non_2xx:>8} {side.socket_errors:>8}"
+        f" {'':>5}  (totals)"
     )
     return "\n".join(lines)
 
 
-def render(title: str, sides: Sequence[Side], ratio: float, targets: Sequence[Target]) -> str:
+def render(title: str, sides: Sequence[Side], ratio: float, checks: Sequence[Check]) -> str:
     parts = [f"== {title} ==", *(side_table(s) for s in sides)]
     parts.append(
         f"ratio median(service req/s) / median(floor req/s) = {ratio:.3f}\n"
-        + "\n".join(t.line() for t in targets)
+        + "\n".join(t.line() for t in checks)
     )
+    noisy = sum(1 for s in sides for r in s.runs if (r.busy_before or 0) > NOISY)
+    if noisy:
+        parts.append(
+            f"NOISE: {noisy} run(s) marked ! started on a machine already more than "
+            f"{NOISY:.0%} busy with other work; their figures are skewed."
+        )
     errors = [s for s in sides if s.non_2xx or s.socket_errors]
     if errors:
         parts.append(
