@@ -112,6 +112,9 @@ def serve(
         port=port or settings.port,
         workers=worker_count,
         log_level=settings.log_level,
+        # Our middleware logs each request with its X-Request-ID (at debug level); uvicorn's
+        # access log cannot carry it and costs a write per request.
+        access_log=False,
         timeout_graceful_shutdown=30,
     )
 

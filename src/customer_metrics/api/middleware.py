@@ -58,12 +58,12 @@ class EdgeMiddleware:
             if not response_started:
                 await _send_json(send_with_headers, 500, _INTERNAL_ERROR)
         finally:
+            elapsed = time.perf_counter() - started
+            log.debug("%s %s -> %d in %.1f ms", scope["method"], path, status, elapsed * 1000)
             route = scope.get("route")
             template = getattr(route, "path_format", None) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template, scope["method"]).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
             request_id_var.reset(token)
 
 
