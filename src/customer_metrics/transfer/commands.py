@@ -20,7 +20,8 @@ from customer_metrics.transfer.exporter import export_rows, write_export
 from customer_metrics.transfer.importer import ImportSummary, import_rows
 from customer_metrics.transfer.rows import detect_format, read_rows
 
-err = Console(stderr=True)
+# soft_wrap: summary lines stay whole, whatever the terminal width (scripts parse them).
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 Url = Annotated[str | None, typer.Option(help="A running server, e.g. http://127.0.0.1:8000.")]
