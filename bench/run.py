@@ -13,12 +13,16 @@ import signal
 import sys
 from collections.abc import Callable
 
+import batch_ingest
 import metric_create
+import value_write
 from harness import BenchError, Options, log
 from report import Outcome
 
 BENCHMARKS: dict[str, Callable[[Options], Outcome]] = {
     metric_create.NAME: metric_create.run,
+    value_write.NAME: value_write.run,
+    batch_ingest.NAME: batch_ingest.run,
 }
 
 

@@ -190,3 +190,14 @@ async def test_bad_cursor_is_422(client):
     await _seed(client)
     response = await client.post(URL, json={"cursor": "bm9wZQ"})
     assert response.status_code == 422
+
+
+async def test_search_is_a_read_even_with_an_idempotency_key(client):
+    await _seed(client)
+    headers = {"Idempotency-Key": "search-1"}
+    first = await client.post(URL, json={}, headers=headers)
+    await client.put("/customers/late", json={})
+    second = await client.post(URL, json={}, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert "idempotent-replayed" not in second.headers
+    assert len(second.json()["data"]) == len(first.json()["data"]) + 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
@@ -16,12 +16,29 @@ from customer_metrics.tenancy import Tenant
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_only(endpoint: F) -> F:
+    """Marks a route that writes nothing although its method is not GET (POST /search), so it
+    gets a read transaction: no write lock on SQLite, no transaction on PostgreSQL."""
+    endpoint.reads_only = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def is_read(request: Request) -> bool:
+    if request.method in _READ_METHODS:
+        return True
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    return bool(getattr(endpoint, "reads_only", False))
+
+
 async def db_session(request: Request) -> AsyncIterator[Session]:
     # Only releases the connection: routes commit before returning (code after `yield` runs
     # once the response has been sent), and closing an uncommitted session rolls it back.
     session = await open_session(
         request.app.state.database,
-        read_only=request.method in _READ_METHODS,
+        read_only=is_read(request),
         lazy_transaction=True,
     )
     try:
@@ -45,7 +62,7 @@ async def current_tenant(request: Request, session: DbSession) -> Tenant:
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
     tenant = await service.authenticate(_presented_key(request))
     request.state.tenant = tenant
-    if request.method not in _READ_METHODS:
+    if not is_read(request):
         await session.begin_transaction()  # the key lookup ran outside it
     return tenant
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from customer_metrics.api.deps import CurrentTenant, DbSession
+from customer_metrics.api.deps import CurrentTenant, DbSession, is_read
 from customer_metrics.idempotency.repository import IdempotencyRepository
 from customer_metrics.idempotency.service import (
     IdempotencyService,
@@ -46,8 +46,8 @@ class Claim:
 async def idempotency(request: Request, session: DbSession, tenant: CurrentTenant) -> None:
     """Router dependency for every write route."""
     key = request.headers.get("idempotency-key")
-    if key is None or request.method not in IDEMPOTENT_METHODS:
-        return
+    if key is None or request.method not in IDEMPOTENT_METHODS or is_read(request):
+        return  # reads (POST /customers/search too) are safe to repeat: nothing to store
     check_key(key)
     service = IdempotencyService(
         IdempotencyRepository(session, tenant),

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from customer_metrics import clock
-from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession, reads_only
 from customer_metrics.api.pagination import decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
@@ -44,6 +44,7 @@ async def search_service(
 
 
 @router.post("/search", response_model=SearchResult, response_class=ExactJSONResponse)
+@reads_only
 async def search_customers(
     body: SearchRequest, service: Annotated[SearchService, Depends(search_service)]
 ) -> ExactJSONResponse:
