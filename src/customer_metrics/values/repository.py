@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select
@@ -55,6 +56,26 @@ def _values(row: Any) -> dict[str, Any]:
 _UPDATED = ("recorded_at", "source", *VALUE_COLUMNS)
 
 
+@lru_cache(maxsize=4)
+def _upserts(dialect_name: str) -> tuple[Any, Any]:
+    """The two statements of a write, built once (building them cost more than running them):
+    upsert the observation; move the current value forward only to a newer observation."""
+    insert = upsert_insert(dialect_name)
+    observations = insert(_obs)
+    current = insert(_cur)
+    return (
+        observations.on_conflict_do_update(
+            index_elements=list(_obs.primary_key.columns),
+            set_={c: observations.excluded[c] for c in _UPDATED},
+        ),
+        current.on_conflict_do_update(
+            index_elements=list(_cur.primary_key.columns),
+            set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
+            where=_cur.c.observed_at <= current.excluded.observed_at,
+        ),
+    )
+
+
 def _current_row(r: Any) -> CurrentRow:
     return CurrentRow(r.metric_ref, r.key, r.name, r.data_type, r.unit, r.observed_at, _values(r))
 
@@ -80,37 +101,13 @@ class ValueRepository:
     ) -> None:
         """Stores an observation (replacing one at the same observed_at) and moves the current
         value forward when this observation is at least as new."""
-        insert = upsert_insert(self._conn.dialect.name)
-        row = {
-            "organization_id": self._org,
-            "customer_ref": customer_ref,
-            "metric_ref": metric_ref,
-            "observed_at": observation.observed_at,
-            "recorded_at": observation.recorded_at,
-            "source": observation.source,
-            **observation.values,
-        }
-        changed = {k: v for k, v in row.items() if k not in _obs.primary_key.columns}
-        await self._conn.execute(
-            insert(_obs)
-            .values(**row)
-            .on_conflict_do_update(index_elements=list(_obs.primary_key.columns), set_=changed)
-        )
-        stmt = insert(_cur).values(**row)
-        await self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=list(_cur.primary_key.columns),
-                set_={**changed, "observed_at": observation.observed_at},
-                where=_cur.c.observed_at <= stmt.excluded.observed_at,
-            )
-        )
+        await self.record_many([(customer_ref, metric_ref, observation)])
 
     async def record_many(self, rows: list[tuple[int, int, StoredObservation]]) -> None:
         """Bulk `record`: rows are (customer_ref, metric_ref, observation), at most one per
         (customer, metric, observed_at)."""
         if not rows:
             return
-        insert = upsert_insert(self._conn.dialect.name)
         params = [
             {
                 "organization_id": self._org,
@@ -123,28 +120,15 @@ class ValueRepository:
             }
             for customer_ref, metric_ref, obs in rows
         ]
-        observations = insert(_obs)
-        await self._conn.execute(
-            observations.on_conflict_do_update(
-                index_elements=list(_obs.primary_key.columns),
-                set_={c: observations.excluded[c] for c in _UPDATED},
-            ),
-            params,
-        )
         latest: dict[tuple[int, int], dict[str, Any]] = {}
         for param in params:
             pair = (param["customer_ref"], param["metric_ref"])
             if pair not in latest or latest[pair]["observed_at"] <= param["observed_at"]:
                 latest[pair] = param
-        current = insert(_cur)
-        await self._conn.execute(
-            current.on_conflict_do_update(
-                index_elements=list(_cur.primary_key.columns),
-                set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
-                where=_cur.c.observed_at <= current.excluded.observed_at,
-            ),
-            list(latest.values()),
-        )
+        observations, current = _upserts(self._conn.dialect.name)
+        await self._conn.execute(observations, params[0] if len(params) == 1 else params)
+        newest = list(latest.values())
+        await self._conn.execute(current, newest[0] if len(newest) == 1 else newest)
 
     async def current_for_update(
         self, customer_ref: int, metric_ref: int
