@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 
 from customer_metrics.storage import counters
 from customer_metrics.storage.database import Session
@@ -16,6 +16,10 @@ from customer_metrics.tenancy import Tenant
 
 _t = table_of(Customer)
 _observations = table_of(Observation)
+# Every value write resolves its customer: built once, run with bound parameters.
+_REF_OF = select(_t.c.id).where(
+    _t.c.organization_id == bindparam("org"), _t.c.customer_id == bindparam("customer_id")
+)
 _current = table_of(CurrentValue)
 
 
@@ -48,10 +52,8 @@ class CustomerRepository:
         return _row(row) if row else None
 
     async def ref_of(self, customer_id: str) -> int | None:
-        stmt = select(_t.c.id).where(
-            _t.c.organization_id == self._org, _t.c.customer_id == customer_id
-        )
-        return (await self._conn.execute(stmt)).scalar()
+        params = {"org": self._org, "customer_id": customer_id}
+        return (await self._conn.execute(_REF_OF, params)).scalar()
 
     async def refs_of(self, customer_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from customer_metrics.errors import Conflict
@@ -19,6 +19,13 @@ from customer_metrics.tenancy import Tenant
 
 _t = table_of(Metric)
 _COLUMNS = [c for c in _t.c if c.name != "name_key"]
+# Every value write and read looks a metric up: built once, run with bound parameters.
+_BY_ID = select(*_COLUMNS).where(
+    _t.c.organization_id == bindparam("org"), _t.c.id == bindparam("ref")
+)
+_BY_KEY = select(*_COLUMNS).where(
+    _t.c.organization_id == bindparam("org"), _t.c.key == bindparam("ref")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +88,8 @@ class MetricRepository:
         return _row(row)
 
     async def get(self, *, id: int | None = None, key: str | None = None) -> MetricRow | None:
-        stmt = select(*_COLUMNS).where(_t.c.organization_id == self._org)
-        stmt = stmt.where(_t.c.id == id) if id is not None else stmt.where(_t.c.key == key)
-        row = (await self._conn.execute(stmt)).first()
+        stmt, value = (_BY_ID, id) if id is not None else (_BY_KEY, key)
+        row = (await self._conn.execute(stmt, {"org": self._org, "ref": value})).first()
         return _row(row) if row else None
 
     async def get_many(self, ids: list[int], keys: list[str]) -> list[MetricRow]:
