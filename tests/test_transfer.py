@@ -138,3 +138,30 @@ def test_csv_with_a_wrong_header_is_refused(org_env, tmp_path):
     result = runner.invoke(cli, ["import", str(source), "--org", org])
     assert result.exit_code == 2
     assert "customer_id" in result.stderr
+
+
+def test_local_mode_writes_keep_their_transaction(org_env, tmp_path):
+    """The in-process client of `--org` stands in for the key lookup; an atomic batch through
+    it must still store nothing when one item fails late (an overflowing increment)."""
+    import asyncio
+
+    from customer_metrics.settings import get_settings
+    from customer_metrics.transfer.connection import api_client
+
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+
+    async def run():
+        async with api_client(None, None, int(org), get_settings()) as client:
+            await client.post("/customers/a/metrics/seats/values", json={"value": 2**63 - 1})
+            items = [
+                {"customer_id": "b", "metric": "seats", "value": 1},
+                {"customer_id": "a", "metric": "seats", "increment": 1},
+            ]
+            response = await client.post(
+                "/customers/metrics/values", json={"values": items, "atomic": True}
+            )
+            customer_b = await client.get("/customers/b")
+            return response.status_code, customer_b.status_code
+
+    assert asyncio.run(run()) == (422, 404)

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from fastapi import Request
 
-from customer_metrics.api.deps import current_tenant
+from customer_metrics.api.deps import DbSession, current_tenant, is_read
 from customer_metrics.main import create_app
 from customer_metrics.settings import Settings
 from customer_metrics.tenancy import Tenant
@@ -34,7 +35,14 @@ async def api_client(
         raise ValueError("give --org ID for the local database, or --url and --api-key")
     app = create_app(settings)
     tenant = Tenant(organization_id=organization_id, api_key_id=0)
-    app.dependency_overrides[current_tenant] = lambda: tenant
+
+    async def local_tenant(request: Request, session: DbSession) -> Tenant:
+        # Stands in for the key lookup, and like it opens the write transaction.
+        if not is_read(request):
+            await session.begin_transaction()
+        return tenant
+
+    app.dependency_overrides[current_tenant] = local_tenant
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
