@@ -7,6 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
+from customer_metrics.api.idempotency import claim_key
 from customer_metrics.api_keys.repository import ApiKeyRepository
 from customer_metrics.api_keys.service import ApiKeyService
 from customer_metrics.limits import Limits
@@ -61,10 +62,17 @@ def _presented_key(request: Request) -> str | None:
 async def current_tenant(request: Request, session: DbSession) -> Tenant:
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
     tenant = await service.authenticate(_presented_key(request))
+    await enter_tenant(request, session, tenant)
+    return tenant
+
+
+async def enter_tenant(request: Request, session: Session, tenant: Tenant) -> None:
+    """Once the tenant is known: a write opens its transaction (the key lookup ran outside
+    it) and claims its Idempotency-Key. Reads (POST /customers/search too) store nothing."""
     request.state.tenant = tenant
     if not is_read(request):
-        await session.begin_transaction()  # the key lookup ran outside it
-    return tenant
+        await session.begin_transaction()
+        await claim_key(request, session, tenant)
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from customer_metrics.api.deps import CurrentTenant, DbSession, is_read
 from customer_metrics.idempotency.repository import IdempotencyRepository
 from customer_metrics.idempotency.service import (
     IdempotencyService,
@@ -16,6 +15,7 @@ from customer_metrics.idempotency.service import (
     fingerprint,
 )
 from customer_metrics.storage.database import Session
+from customer_metrics.tenancy import Tenant
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH", "DELETE"})
 _KEPT_HEADERS = ("content-type", "location")
@@ -43,11 +43,12 @@ class Claim:
         await self.session.commit_now()
 
 
-async def idempotency(request: Request, session: DbSession, tenant: CurrentTenant) -> None:
-    """Router dependency for every write route."""
+async def claim_key(request: Request, session: Session, tenant: Tenant) -> None:
+    """For a write request that carries an `Idempotency-Key`: claim it (or answer from it)
+    before the route runs. Called once the tenant is known."""
     key = request.headers.get("idempotency-key")
-    if key is None or request.method not in IDEMPOTENT_METHODS or is_read(request):
-        return  # reads (POST /customers/search too) are safe to repeat: nothing to store
+    if key is None or request.method not in IDEMPOTENT_METHODS:
+        return
     check_key(key)
     service = IdempotencyService(
         IdempotencyRepository(session, tenant),

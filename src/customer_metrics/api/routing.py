@@ -6,11 +6,10 @@ import email.message
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
-from customer_metrics.api.idempotency import idempotency
 from customer_metrics.errors import UnsupportedMediaType
 
 
@@ -58,7 +57,3 @@ class StrictRoute(APIRoute):
             return response
 
         return strict_handler
-
-
-# Every feature router takes these: `Idempotency-Key` on each POST, PATCH and DELETE.
-WRITE_DEPENDENCIES = [Depends(idempotency)]

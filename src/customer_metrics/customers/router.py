@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
-from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
+from customer_metrics.api.routing import StrictRoute
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
 from customer_metrics.customers.schemas import (
     CustomerCreate,
@@ -24,7 +24,6 @@ router = APIRouter(
     prefix="/customers",
     tags=["customers"],
     route_class=StrictRoute,
-    dependencies=WRITE_DEPENDENCIES,
 )
 
 

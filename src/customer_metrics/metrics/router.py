@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
-from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
+from customer_metrics.api.routing import StrictRoute
 from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricFilter, MetricRepository, MetricRow
 from customer_metrics.metrics.schemas import (
@@ -28,7 +28,6 @@ router = APIRouter(
     prefix="/customers/metrics",
     tags=["metric definitions"],
     route_class=StrictRoute,
-    dependencies=WRITE_DEPENDENCIES,
 )
 
 

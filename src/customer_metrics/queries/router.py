@@ -10,7 +10,7 @@ from customer_metrics import clock
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession, reads_only
 from customer_metrics.api.pagination import decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
-from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
+from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
 from customer_metrics.customers.repository import CustomerRepository
 from customer_metrics.customers.service import CustomerService
@@ -31,7 +31,6 @@ router = APIRouter(
     prefix="/customers",
     tags=["queries"],
     route_class=StrictRoute,
-    dependencies=WRITE_DEPENDENCIES,
 )
 
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Request
 
-from customer_metrics.api.deps import DbSession, current_tenant, is_read
+from customer_metrics.api.deps import DbSession, current_tenant, enter_tenant
 from customer_metrics.main import create_app
 from customer_metrics.settings import Settings
 from customer_metrics.tenancy import Tenant
@@ -37,9 +37,7 @@ async def api_client(
     tenant = Tenant(organization_id=organization_id, api_key_id=0)
 
     async def local_tenant(request: Request, session: DbSession) -> Tenant:
-        # Stands in for the key lookup, and like it opens the write transaction.
-        if not is_read(request):
-            await session.begin_transaction()
+        await enter_tenant(request, session, tenant)  # stands in for the key lookup only
         return tenant
 
     app.dependency_overrides[current_tenant] = local_tenant

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
-from customer_metrics.api.routing import WRITE_DEPENDENCIES, StrictRoute
+from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
 from customer_metrics.customers.repository import CustomerRepository
 from customer_metrics.customers.service import CustomerService
@@ -37,10 +37,10 @@ router = APIRouter(
     prefix="/customers",
     tags=["metric values"],
     route_class=StrictRoute,
-    dependencies=WRITE_DEPENDENCIES,
 )
 batch_router = APIRouter(
-    tags=["metric values"], route_class=StrictRoute, dependencies=WRITE_DEPENDENCIES
+    tags=["metric values"],
+    route_class=StrictRoute,
 )
 
 TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
