@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+import agent_view
 import batch_ingest
 import metric_create
 import value_write
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[Options], Outcome]] = {
     metric_create.NAME: metric_create.run,
     value_write.NAME: value_write.run,
     batch_ingest.NAME: batch_ingest.run,
+    agent_view.NAME: agent_view.run,
 }
 
 

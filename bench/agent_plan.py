@@ -1,0 +1,60 @@
+"""The agent view's SQL, taken from the service itself (ValueRepository.current_view compiled
+for PostgreSQL with the values bound in), and its `EXPLAIN (ANALYZE, BUFFERS)`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects import postgresql
+
+from customer_metrics.values.repository import ValueRepository
+
+
+class _Captured(Exception):
+    def __init__(self, statement: Any) -> None:
+        super().__init__("captured")
+        self.statement = statement
+
+
+class _Capture:
+    """Stands in for the session's connection: raises with the first statement it is given."""
+
+    async def execute(self, statement: Any) -> Any:
+        raise _Captured(statement)
+
+
+async def _capture(org: int, customer_id: str) -> str:
+    repository = ValueRepository.__new__(ValueRepository)
+    repository._conn = _Capture()  # type: ignore[assignment]
+    repository._org = org
+    try:
+        await repository.current_view(customer_id)
+    except _Captured as captured:
+        compiled = captured.statement.compile(
+            dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+            compile_kwargs={"literal_binds": True},
+        )
+        return str(compiled)
+    raise RuntimeError("current_view ran no statement")
+
+
+def view_sql(org: int, customer_id: str) -> str:
+    """The SELECT the service runs for GET /external/v1/customers/{customer_id}/metrics."""
+    return asyncio.run(_capture(org, customer_id))
+
+
+async def _explain(url: str, sql: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.fetch(sql)  # once to warm the cache, as the service's steady state is
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+    finally:
+        await conn.close()
+    return [str(r[0]) for r in rows]
+
+
+def explain(url: str, sql: str) -> list[str]:
+    """The plan lines of `EXPLAIN (ANALYZE, BUFFERS) sql` on the database at `url`."""
+    return asyncio.run(_explain(url, sql))
