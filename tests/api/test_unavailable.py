@@ -29,3 +29,28 @@ async def test_unreachable_database_is_503_with_retry_after(tmp_path):
     assert response.headers["retry-after"] == "1"
     assert ready.status_code == 503
     assert alive.status_code == 200
+
+
+async def test_a_lost_database_connection_is_503_then_recovers(backend, app, client):
+    """Backends killed under the pool (as a PostgreSQL restart does): the requests that meet a
+    dead pooled connection get a retryable 503, never a 500, and the service recovers."""
+    import asyncpg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    if backend.name != "postgres":
+        return  # an embedded SQLite file has no connection to lose
+    assert (await client.get("/customers/metrics")).status_code == 200
+    database = backend.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await admin.close()
+    statuses = [(await client.get("/customers/metrics")).status_code for _ in range(30)]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[-1] == 200

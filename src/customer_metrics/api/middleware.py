@@ -11,12 +11,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer_metrics.api.observability import Metrics, choose_request_id, request_id_var
 from customer_metrics.errors import PayloadTooLarge
+from customer_metrics.storage.database import is_connection_lost
 
 log = logging.getLogger("customer_metrics.http")
 
 API_PREFIX = "/external/v1"
 DOUBLED_PREFIX = API_PREFIX + API_PREFIX
 _INTERNAL_ERROR = json.dumps({"detail": "Internal server error", "code": "internal_error"})
+_UNAVAILABLE = json.dumps(
+    {"detail": "The database connection was lost; retry shortly.", "code": "unavailable"}
+)
+_RETRY = [(b"retry-after", b"1")]
 
 
 class EdgeMiddleware:
@@ -53,7 +58,12 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception:
+        except Exception as error:
+            if is_connection_lost(error):
+                log.warning("database connection lost on %s %s: %s", scope["method"], path, error)
+                if not response_started:
+                    await _send_json(send_with_headers, 503, _UNAVAILABLE, _RETRY)
+                return
             log.exception("unhandled error on %s %s", scope["method"], path)
             if not response_started:
                 await _send_json(send_with_headers, 500, _INTERNAL_ERROR)
@@ -102,12 +112,14 @@ TOO_LARGE_DETAIL = "The request body is larger than this server accepts."
 _TOO_LARGE = json.dumps({"detail": TOO_LARGE_DETAIL, "code": "payload_too_large"})
 
 
-async def _send_json(send: Send, status: int, body: str) -> None:
+async def _send_json(
+    send: Send, status: int, body: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json")],
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
         }
     )
     await send({"type": "http.response.body", "body": body.encode()})

@@ -7,12 +7,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from customer_metrics.errors import Unavailable
 from customer_metrics.storage import dialect
 
 log = logging.getLogger("customer_metrics.storage")
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """The database connection broke under a statement (a restart, a killed backend): the
+    pool has already dropped it, and the client may simply retry."""
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
 class Database:
