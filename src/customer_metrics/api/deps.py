@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -15,6 +15,7 @@ from customer_metrics.storage.database import Session, open_session
 from customer_metrics.tenancy import Tenant
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SESSION_STATE = "db_session"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,18 +35,19 @@ def is_read(request: Request) -> bool:
     return bool(getattr(endpoint, "reads_only", False))
 
 
-async def db_session(request: Request) -> AsyncIterator[Session]:
-    # Only releases the connection: routes commit before returning (code after `yield` runs
-    # once the response has been sent), and closing an uncommitted session rolls it back.
-    session = await open_session(
-        request.app.state.database,
-        read_only=is_read(request),
-        lazy_transaction=True,
-    )
-    try:
-        yield session
-    finally:
-        await session.close()
+async def db_session(request: Request) -> Session:
+    """The request's session, opened on first use. `StrictRoute` closes it once the endpoint
+    has returned (routes commit before returning; closing an uncommitted session rolls it
+    back), which costs far less per request than a generator dependency's exit stack."""
+    state = request.state._state
+    session: Session | None = state.get(SESSION_STATE)
+    if session is None:
+        session = state[SESSION_STATE] = await open_session(
+            request.app.state.database,
+            read_only=is_read(request),
+            lazy_transaction=True,
+        )
+    return session
 
 
 DbSession = Annotated[Session, Depends(db_session)]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable, Coroutine
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
+from customer_metrics.api.deps import SESSION_STATE
 from customer_metrics.errors import UnsupportedMediaType
 
 
+@lru_cache(maxsize=64)
 def _is_json(content_type: str) -> bool:
     message = email.message.Message()
     message["content-type"] = content_type
@@ -45,15 +48,20 @@ class StrictRoute(APIRoute):
                     )
                 strict._body = body
             try:
-                response = await handler(strict)
-            except BaseException:
+                try:
+                    response = await handler(strict)
+                except BaseException:
+                    claim = getattr(strict.state, "idempotency", None)
+                    if claim is not None:
+                        await claim.abandon()
+                    raise
                 claim = getattr(strict.state, "idempotency", None)
                 if claim is not None:
-                    await claim.abandon()
-                raise
-            claim = getattr(strict.state, "idempotency", None)
-            if claim is not None:
-                await claim.finish(response)
-            return response
+                    await claim.finish(response)
+                return response
+            finally:
+                session = strict.state._state.pop(SESSION_STATE, None)
+                if session is not None:
+                    await session.close()
 
         return strict_handler

@@ -78,7 +78,7 @@ class MetricRepository:
                 )
                 async with guard:
                     row = await counters.insert_numbered(
-                        self._conn, _t, self._org, "metric", values, _COLUMNS
+                        self._conn, _t, self._org, "metric", values, _COLUMNS, relaxed=alone
                     )
         except IntegrityError as error:
             conflict = _conflict(error, values)

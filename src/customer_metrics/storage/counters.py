@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,23 +40,34 @@ async def insert_numbered(
     counter: str,
     values: dict[str, Any],
     returning: list[Any],
+    relaxed: bool = False,
 ) -> Any:
     """Inserts one row whose `id` is the organization's next `counter` number.
 
     The counter row is locked from the bump until commit, so callers queue there: on
     PostgreSQL the bump and the insert are one statement, issued last, so the lock is held
     for that statement and the commit only. A failed insert (a unique violation) rolls the
-    bump back with it: numbers have no gaps."""
+    bump back with it: numbers have no gaps.
+
+    `relaxed` (a statement that commits alone, on PostgreSQL): the commit does not wait for
+    the disk, so the counter lock is not held through a WAL flush, which a checkpoint can
+    stretch to many milliseconds while every create of the organization queues behind it.
+    The caller must wait for durability before answering (`Session.own_transactions` does:
+    WAL is flushed in order, so once a later commit is on disk, this one is too)."""
     params = {"organization_id": organization_id, "counter": counter, **values}
     if conn.dialect.name == "sqlite":  # writes are already serialised by BEGIN IMMEDIATE
         params["id"] = await next_value(conn, organization_id, counter)
-    stmt = _numbered_insert(conn.dialect.name, table, tuple(values), tuple(returning))
+    stmt = _numbered_insert(conn.dialect.name, table, tuple(values), tuple(returning), relaxed)
     return (await conn.execute(stmt, params)).one()
 
 
 @lru_cache(maxsize=64)
 def _numbered_insert(
-    dialect_name: str, table: Table, names: tuple[str, ...], returning: tuple[Any, ...]
+    dialect_name: str,
+    table: Table,
+    names: tuple[str, ...],
+    returning: tuple[Any, ...],
+    relaxed: bool,
 ) -> Any:
     """Built once per shape, run with bound parameters: building SQLAlchemy statements costs
     more CPU per request than executing them."""
@@ -77,6 +88,10 @@ def _numbered_insert(
         .cte("number")
     )
     source = select(org, bump.c.value, *columns.values())
+    if relaxed:
+        # Transaction-local: the setting ends with this statement's own transaction.
+        no_wait = select(func.set_config("synchronous_commit", "off", true()).label("s"))
+        source = source.select_from(bump, no_wait.cte("relaxed"))
     stmt = insert(table).from_select(["organization_id", "id", *names], source)
     return stmt.returning(*returning)
 

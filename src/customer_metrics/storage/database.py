@@ -1,17 +1,19 @@
-"""The engine: opened once per process, handing out one connection (one transaction) per
+"""The database: opened once per process, handing out one connection (one transaction) per
 request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from customer_metrics.errors import Unavailable
-from customer_metrics.storage import dialect
+from customer_metrics.storage import dialect, native
 
 log = logging.getLogger("customer_metrics.storage")
 
@@ -23,9 +25,14 @@ def is_connection_lost(error: BaseException) -> bool:
 
 
 class Database:
+    """SQLite runs through SQLAlchemy's engine (aiosqlite); PostgreSQL requests run on an
+    asyncpg pool (see storage/native.py). The SQLAlchemy engine stays available on both for
+    migrations and checks."""
+
     def __init__(self, url: str, pool_size: int = 20) -> None:
         self.url = dialect.async_url(url)
         self.is_sqlite = dialect.is_sqlite(self.url)
+        self.pool_size = pool_size
         if self.is_sqlite:
             dialect.ensure_sqlite_dir(self.url)
         self.engine: AsyncEngine = create_async_engine(
@@ -33,48 +40,117 @@ class Database:
         )
         if self.is_sqlite:
             dialect.install_sqlite_transactions(self.engine)
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
 
     async def connect(self, *, read_only: bool) -> AsyncConnection:
         try:
             conn = await self.engine.connect()
         except Exception as error:  # whatever stops a connect is an outage
-            # No connection to be had (server down, too many clients — which asyncpg raises
-            # unwrapped at connect — or the pool exhausted): retryable, so a 503, not a 500.
-            log.warning("database connection unavailable: %s", error)
-            raise Unavailable("The database is busy or unreachable; retry shortly.") from None
+            raise _unavailable(error) from None
         if read_only:
             await conn.execution_options(**{dialect.READ_ONLY: True})
         return conn
 
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        dialect.native_dsn(self.url),
+                        min_size=0,
+                        max_size=self.pool_size,
+                        init=native.init_connection,
+                        reset=native.keep_connection,
+                    )
+        return self._pool
+
+    async def acquire(self) -> asyncpg.Connection:
+        try:
+            pool = await self.pool()
+            return await pool.acquire(timeout=dialect.POOL_TIMEOUT)
+        except Exception as error:  # whatever stops a connect is an outage
+            raise _unavailable(error) from None
+
+    async def release(self, connection: asyncpg.Connection, *, broken: bool = False) -> None:
+        assert self._pool is not None
+        if broken and not connection.is_closed():
+            connection.terminate()  # the pool opens a new one in its place
+        await self._pool.release(connection)
+
     async def dispose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         await self.engine.dispose()
+
+
+def _unavailable(error: BaseException) -> Unavailable:
+    # No connection to be had (server down, too many clients — which asyncpg raises
+    # unwrapped at connect — or the pool exhausted): retryable, so a 503, not a 500.
+    log.warning("database connection unavailable: %s", error)
+    return Unavailable("The database is busy or unreachable; retry shortly.")
 
 
 class Session:
     """One request's connection and transaction. Routes commit before they return, so a write
-    is durable before its response leaves; closing without a commit rolls back."""
+    is durable before its response leaves; closing without a commit rolls back.
 
-    def __init__(self, connection: AsyncConnection, autocommit: bool = False) -> None:
-        self.connection = connection
+    `connection` is what repositories execute on: SQLAlchemy's `AsyncConnection` on SQLite,
+    a `NativeConnection` with the same `execute` on PostgreSQL."""
+
+    # Typed as SQLAlchemy's: NativeConnection offers the same `execute`, `exec_driver_sql`
+    # and `dialect`, with results that answer the same calls.
+    connection: AsyncConnection
+
+    def __init__(self) -> None:
         # Set while an idempotency key is claimed: the route's commit then waits for the edge,
         # which stores the response in the same transaction and commits both together.
         self.deferred = False
-        # PostgreSQL requests start without a transaction (no BEGIN/ROLLBACK round trips for
-        # the key lookup and for reads); a write calls begin_transaction() first.
-        self.autocommit = autocommit
+
+    @property
+    def autocommit(self) -> bool:
+        return False
 
     async def begin_transaction(self) -> None:
         """From here on, statements share one transaction until commit."""
-        if self.autocommit:
-            await self.connection.commit()  # closes SQLAlchemy's bookkeeping; nothing is open
-            await self.connection.execution_options(
-                isolation_level=self.connection.default_isolation_level
-            )
-            self.autocommit = False
 
     async def commit(self) -> None:
         if not self.deferred:
-            await self.connection.commit()
+            await self.commit_now()
+
+    async def commit_now(self) -> None:
+        raise NotImplementedError
+
+    async def rollback(self) -> None:
+        raise NotImplementedError
+
+    def own_transactions(self) -> AbstractAsyncContextManager[bool]:
+        """Statements inside commit one by one (PostgreSQL, autocommit).
+
+        For a write that takes a hot lock (the per-organization counter): with its own
+        transaction the lock is released by the same round trip that took it, instead of
+        waiting for the application to send COMMIT. Anything the request did before is
+        committed first. Statements inside may also commit without waiting for the disk
+        (asynchronous commit): leaving the block without an error waits until all of them
+        are durable. Under an idempotency claim, and on SQLite (one writer at a time
+        anyway), statements stay in the request's transaction. Yields whether they commit
+        one by one."""
+        return _shared_transaction()
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+@asynccontextmanager
+async def _shared_transaction() -> AsyncIterator[bool]:
+    yield False
+
+
+class SqliteSession(Session):
+    def __init__(self, connection: AsyncConnection) -> None:
+        super().__init__()
+        self.connection = connection
 
     async def commit_now(self) -> None:
         await self.connection.commit()
@@ -82,37 +158,64 @@ class Session:
     async def rollback(self) -> None:
         await self.connection.rollback()
 
-    @asynccontextmanager
-    async def own_transactions(self) -> AsyncIterator[bool]:
-        """Statements inside commit one by one, inside PostgreSQL (autocommit).
-
-        For a write that takes a hot lock (the per-organization counter): with its own
-        transaction the lock is released by the same round trip that took it, instead of
-        waiting for the application to send COMMIT. Anything the request did before is
-        committed first. Under an idempotency claim, and on SQLite (one writer at a time
-        anyway), statements stay in the request's transaction. Yields whether they commit
-        one by one."""
-        if self.deferred or self.connection.dialect.name == "sqlite":
-            yield False
-            return
-        if self.autocommit:
-            yield True
-            return
-        await self.connection.commit()
-        default = self.connection.default_isolation_level
-        await self.connection.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            yield True
-        except BaseException:
-            await self.connection.rollback()  # ends SQLAlchemy's bookkeeping; nothing is open
-            raise
-        else:
-            await self.connection.commit()
-        finally:
-            await self.connection.execution_options(isolation_level=default)
-
     async def close(self) -> None:
         await self.connection.close()
+
+
+class PostgresSession(Session):
+    """Starts without a transaction when asked (`lazy_transaction`): the key lookup and reads
+    need none, and each BEGIN/COMMIT saved is a round trip. A write calls
+    `begin_transaction()`; BEGIN is sent with its first statement."""
+
+    def __init__(self, database: Database, connection: native.NativeConnection) -> None:
+        super().__init__()
+        self._database = database
+        self.native = connection
+        self.connection = connection  # type: ignore[assignment]
+        self._closed = False
+
+    @property
+    def autocommit(self) -> bool:
+        return bool(self.native.autocommit)
+
+    async def begin_transaction(self) -> None:
+        self.native.autocommit = False
+
+    async def commit_now(self) -> None:
+        await self.native.end(commit=True)
+
+    async def rollback(self) -> None:
+        await self.native.end(commit=False)
+
+    @asynccontextmanager
+    async def _own(self) -> AsyncIterator[bool]:
+        conn = self.native
+        was_autocommit = conn.autocommit
+        await conn.end(commit=True)
+        conn.autocommit = True
+        try:
+            yield True
+            await conn.wait_durable()
+        finally:
+            conn.autocommit = was_autocommit
+
+    def own_transactions(self) -> AbstractAsyncContextManager[bool]:
+        if self.deferred:
+            return _shared_transaction()
+        return self._own()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn = self.native
+        try:
+            if conn.in_transaction and not conn.broken:
+                await conn.end(commit=False)
+        except Exception:  # the connection broke: it is dropped below
+            log.debug("rollback on close failed", exc_info=True)
+        finally:
+            await self._database.release(conn.raw, broken=conn.broken)
 
 
 async def open_session(
@@ -120,8 +223,7 @@ async def open_session(
 ) -> Session:
     """With `lazy_transaction`, a PostgreSQL session runs each statement on its own until
     `begin_transaction()`: reads need no transaction, and each round trip saved counts."""
-    connection = await database.connect(read_only=read_only)
-    if lazy_transaction and not database.is_sqlite:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return Session(connection, autocommit=True)
-    return Session(connection)
+    if database.is_sqlite:
+        return SqliteSession(await database.connect(read_only=read_only))
+    raw = await database.acquire()
+    return PostgresSession(database, native.NativeConnection(raw, autocommit=lazy_transaction))

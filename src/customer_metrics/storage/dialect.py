@@ -41,12 +41,22 @@ def ensure_sqlite_dir(url: URL) -> None:
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
+# Seconds a request waits for a pooled connection before it is answered 503.
+POOL_TIMEOUT = 30
+
+
 def engine_options(url: URL, pool_size: int) -> dict[str, Any]:
     if is_sqlite(url):
         return {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 60}
-    # pool_size is the most connections a worker opens: PostgreSQL's max_connections is
-    # shared by every worker of every server.
-    return {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 30}
+    # On PostgreSQL requests use the asyncpg pool (pool_size connections at most: PostgreSQL's
+    # max_connections is shared by every worker of every server); SQLAlchemy's engine only
+    # serves migration checks, one connection at a time.
+    return {"pool_size": 1, "max_overflow": 1, "pool_timeout": POOL_TIMEOUT}
+
+
+def native_dsn(url: URL) -> str:
+    """The `postgresql://` URL asyncpg takes, from the SQLAlchemy one."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def install_sqlite_transactions(engine: AsyncEngine) -> None:

@@ -1,0 +1,310 @@
+"""PostgreSQL requests run on asyncpg directly: statements are still SQLAlchemy Core, compiled
+once per statement object by SQLAlchemy's own asyncpg dialect, but executed without its
+connection, result and greenlet layers, which cost several times the database round trip.
+
+`NativeConnection` offers the part of `AsyncConnection` the repositories use (`execute`,
+`exec_driver_sql`, `dialect`), so one repository serves both databases."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import ValuesBase
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.util import LRUCache
+
+DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+# Errors that mean the connection is gone, not that the statement was wrong.
+_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    OSError,
+)
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    """The JSON codecs SQLAlchemy's asyncpg dialect installs: its JSON bind processor hands
+    over text, and rows come back as Python objects."""
+    await connection.set_type_codec(
+        "json",
+        encoder=str.encode,
+        decoder=lambda raw: json.loads(raw.decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=lambda raw: json.loads(raw[1:].decode()),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def keep_connection(_connection: asyncpg.Connection) -> None:
+    """Pool reset: nothing beyond asyncpg's own rollback of an open transaction. The service
+    sets no session state (settings are transaction-local), so `RESET ALL` and friends
+    would be a round trip per request for nothing."""
+
+
+class Result:
+    """The slice of SQLAlchemy's `Result` the repositories use; rows are named tuples."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise LookupError(f"expected one row, got {len(self._rows)}")
+        return self._rows[0]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+
+class _Compiled:
+    """One statement compiled for asyncpg: SQL text, parameter order, converters."""
+
+    __slots__ = ("bind", "compiled", "expands", "names", "result", "returns_rows", "row", "sql")
+
+    def __init__(
+        self, statement: ClauseElement, keys: tuple[str, ...] | None, cache_key: Any = None
+    ) -> None:
+        compiled = DIALECT.statement_compiler(
+            DIALECT, statement, cache_key=cache_key, column_keys=keys
+        )
+        assert isinstance(compiled, SQLCompiler)
+        self.compiled = compiled
+        self.sql = compiled.string
+        self.names = tuple(compiled.positiontup or ())
+        self.bind: Mapping[str, Callable[[Any], Any]] = compiled._bind_processors  # type: ignore[assignment]
+        self.expands = bool(compiled.post_compile_params or compiled.literal_execute_params)
+        self.returns_rows = bool(compiled._result_columns) or isinstance(statement, TextClause)
+        processors = [_result_processor(entry.type) for entry in compiled._result_columns or ()]
+        self.result = processors if any(processors) else None
+        self.row: Any = None
+
+    def arguments(
+        self, params: Mapping[str, Any] | None, extracted: Sequence[Any] | None
+    ) -> tuple[str, list[Any]]:
+        """SQL text and positional arguments; `extracted` are the literal values of the
+        statement at hand when it shares its compiled form with an equal-shaped one."""
+        compiled = self.compiled
+        if self.expands:
+            values = compiled.construct_params(
+                params, extracted_parameters=extracted, _no_postcompile=True
+            )
+            state = compiled._process_parameters_for_postcompile(values)
+            return state.statement, _processed(
+                state.parameters, state.positiontup or (), state.processors
+            )
+        values = compiled.construct_params(params, extracted_parameters=extracted)
+        return self.sql, _processed(values, self.names, self.bind)
+
+    def rows(self, records: list[asyncpg.Record]) -> list[Any]:
+        if not records:
+            return []
+        if self.row is None:
+            self.row = namedtuple("Row", list(records[0].keys()), rename=True)  # type: ignore[misc]
+        make = self.row._make
+        converters = self.result
+        if converters is None:
+            return [make(record) for record in records]
+        return [
+            make(
+                value if convert is None else convert(value)
+                for convert, value in zip(converters, record, strict=True)
+            )
+            for record in records
+        ]
+
+
+def _result_processor(type_: Any) -> Callable[[Any], Any] | None:
+    try:
+        return type_._cached_result_processor(DIALECT, None)  # type: ignore[no-any-return]
+    except (TypeError, InvalidRequestError):
+        # Numeric processors depend on the column's type OID, unknown until a row arrives:
+        # asyncpg hands NUMERIC over as Decimal already, and a float becomes one here.
+        return _decimal_if_float if getattr(type_, "asdecimal", False) else None
+
+
+def _decimal_if_float(value: Any) -> Any:
+    return Decimal(repr(value)) if isinstance(value, float) else value
+
+
+def _processed(
+    values: Mapping[str, Any], names: Sequence[str], processors: Mapping[str, Any]
+) -> list[Any]:
+    out = []
+    for name in names:
+        value = values[name]
+        process = processors.get(name)
+        out.append(value if process is None or value is None else process(value))
+    return out
+
+
+# Compiled forms are shared by every statement of the same shape, as in SQLAlchemy's own
+# cache (keyed by the same cache keys); literal values travel as extracted parameters. An
+# INSERT or UPDATE without explicit values sets the columns its parameters name: those
+# compile once per set of names. Statements built once (module constants, lru_caches) also
+# skip the cache-key walk.
+_BY_SHAPE: LRUCache[Any, _Compiled] = LRUCache(2000)
+_BY_OBJECT: weakref.WeakKeyDictionary[ClauseElement, dict[Any, _Compiled]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled(
+    statement: ClauseElement, params: Mapping[str, Any] | None
+) -> tuple[_Compiled, Sequence[Any] | None]:
+    keys = tuple(sorted(params)) if params and isinstance(statement, ValuesBase) else None
+    known = _BY_OBJECT.get(statement)
+    if known is not None and keys in known:
+        return known[keys], None
+    cache_key = statement._generate_cache_key()
+    if cache_key is None:  # a construct that cannot be cached: compile every time
+        return _Compiled(statement, keys), None
+    shape = (cache_key.key, keys)
+    found = _BY_SHAPE.get(shape)
+    if found is None:
+        found = _BY_SHAPE[shape] = _Compiled(statement, keys, cache_key)
+        _BY_OBJECT.setdefault(statement, {})[keys] = found
+        return found, None
+    return found, cache_key.bindparams
+
+
+def _rowcount(status: str) -> int:
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else -1
+
+
+class NativeConnection:
+    """One pooled asyncpg connection and its transaction state, for one request."""
+
+    dialect = DIALECT
+
+    def __init__(self, connection: asyncpg.Connection, autocommit: bool) -> None:
+        self.raw = connection
+        self.autocommit = autocommit
+        self.in_transaction = False
+        # Set when the connection failed under a statement: it is closed, not pooled again.
+        self.broken = False
+
+    async def _begin_if_needed(self) -> None:
+        if not self.autocommit and not self.in_transaction:
+            await self.raw.execute("BEGIN")
+            self.in_transaction = True
+
+    async def execute(
+        self,
+        statement: ClauseElement,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> Result:
+        many = isinstance(params, Sequence) and not isinstance(params, Mapping)
+        first = (params[0] if params else None) if many else params  # type: ignore[index]
+        compiled, extracted = _compiled(statement, first)  # type: ignore[arg-type]
+        try:
+            await self._begin_if_needed()
+            if many:
+                return await self._execute_many(compiled, extracted, params)  # type: ignore[arg-type]
+            sql, args = compiled.arguments(params, extracted)  # type: ignore[arg-type]
+            if compiled.returns_rows:
+                records = await self.raw.fetch(sql, *args)
+                return Result(compiled.rows(records), len(records))
+            return Result([], _rowcount(await self.raw.execute(sql, *args)))
+        except _LOST as error:
+            raise self._lost(error, compiled.sql) from error
+        except asyncpg.PostgresError as error:
+            raise _translated(error, compiled.sql) from error
+
+    async def _execute_many(
+        self,
+        compiled: _Compiled,
+        extracted: Sequence[Any] | None,
+        params: Sequence[Mapping[str, Any]],
+    ) -> Result:
+        if compiled.returns_rows:
+            raise ValueError("executemany with RETURNING is not supported on asyncpg")
+        if not params:
+            return Result([], 0)
+        batches: dict[str, list[list[Any]]] = {}
+        for one in params:
+            sql, args = compiled.arguments(one, extracted)
+            batches.setdefault(sql, []).append(args)
+        for sql, rows in batches.items():
+            await self.raw.executemany(sql, rows)
+        return Result([], len(params))
+
+    async def exec_driver_sql(self, sql: str) -> None:
+        try:
+            await self._begin_if_needed()
+            await self.raw.execute(sql)
+        except _LOST as error:
+            raise self._lost(error, sql) from error
+        except asyncpg.PostgresError as error:
+            raise _translated(error, sql) from error
+
+    async def wait_durable(self) -> None:
+        """Returns once every transaction this connection committed is on disk, including
+        those committed with `synchronous_commit` off: a transaction with an id commits
+        synchronously (the session default), and WAL is flushed in order up to its record."""
+        await self.exec_driver_sql("SELECT pg_current_xact_id()")
+
+    def _lost(self, error: BaseException, sql: str) -> Exception:
+        self.broken = True
+        self.in_transaction = False
+        return DBAPIError(sql, None, error, connection_invalidated=True)
+
+    async def end(self, *, commit: bool) -> None:
+        """COMMIT or ROLLBACK the open transaction, if a statement opened one."""
+        if not self.in_transaction:
+            return
+        self.in_transaction = False
+        try:
+            await self.raw.execute("COMMIT" if commit else "ROLLBACK")
+        except _LOST as error:
+            raise self._lost(error, "COMMIT") from error
+        except asyncpg.PostgresError as error:
+            raise _translated(error, "COMMIT") from error
+
+
+def _translated(error: asyncpg.PostgresError, sql: str) -> Exception:
+    """The SQLAlchemy exception the same failure raises through SQLAlchemy, so callers catch
+    one family whatever the database."""
+    if isinstance(error, asyncpg.IntegrityConstraintViolationError):
+        return IntegrityError(sql, None, error)
+    return DBAPIError(sql, None, error)
