@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from customer_metrics.storage.dialect import upsert_insert
 from customer_metrics.storage.models import Counter, table_of
+from customer_metrics.storage.native import ASYNC_COMMIT
 
 
 async def next_value(conn: AsyncConnection, organization_id: int, name: str, count: int = 1) -> int:
@@ -92,6 +93,12 @@ def _numbered_insert(
         # Transaction-local: the setting ends with this statement's own transaction.
         no_wait = select(func.set_config("synchronous_commit", "off", true()).label("s"))
         source = source.select_from(bump, no_wait.cte("relaxed"))
+        return (
+            insert(table)
+            .from_select(["organization_id", "id", *names], source)
+            .returning(*returning)
+            .execution_options(**{ASYNC_COMMIT: True})
+        )
     stmt = insert(table).from_select(["organization_id", "id", *names], source)
     return stmt.returning(*returning)
 

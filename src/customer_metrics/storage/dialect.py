@@ -9,12 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, Integer, cast, column, event, func, select, values
+from sqlalchemy import Float, Integer, bindparam, cast, column, event, func, select, values
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeDecorator
 
-from customer_metrics.storage.types import UTCDateTime
+from customer_metrics.storage.types import NativeArray, UTCDateTime
 
 READ_ONLY = "cm_read_only"
 
@@ -105,6 +106,36 @@ def upsert_insert(engine_dialect_name: str) -> Any:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     return pg_insert
+
+
+def writes_in_ctes(dialect_name: str) -> bool:
+    """Whether INSERT/UPDATE can run inside WITH (PostgreSQL), so that several writes travel
+    as one statement; SQLite allows only SELECT there."""
+    return dialect_name == "postgresql"
+
+
+def column_rows(columns: dict[str, Any], name: str) -> Any:
+    """PostgreSQL: many rows sent as one array parameter per column (bound under the column's
+    name), as a FROM item with those columns: one statement and one round trip whatever the
+    number of rows, with the arrays encoded by asyncpg. Only where `writes_in_ctes`."""
+    params = [
+        bindparam(column, type_=NativeArray(_plain(type_))) for column, type_ in columns.items()
+    ]
+    rows = func.unnest(*params).table_valued(*columns).render_derived(name=f"{name}_arrays")
+    return select(*rows.c).cte(name)
+
+
+def first_per(*columns: Any) -> Any:
+    """PostgreSQL's DISTINCT ON (for `Select.ext`): one row per value of `columns`, the first
+    in the statement's ORDER BY. Only where `writes_in_ctes`."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    return distinct_on(*columns)
+
+
+def _plain(type_: Any) -> Any:
+    """The database type under a TypeDecorator: array items go to asyncpg as they are."""
+    return type_.impl_instance if isinstance(type_, TypeDecorator) else type_
 
 
 def like_escape(value: str) -> str:

@@ -19,9 +19,14 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.dml import ValuesBase
+from sqlalchemy.sql.dml import UpdateBase, ValuesBase
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import CompoundSelect, Select
 from sqlalchemy.util import LRUCache
+
+# Execution option of a statement that switches its own transaction to asynchronous commit:
+# the connection then owes a wait for durability (`wait_durable`) before the answer.
+ASYNC_COMMIT = "cm_async_commit"
 
 DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
@@ -99,7 +104,18 @@ class Result:
 class _Compiled:
     """One statement compiled for asyncpg: SQL text, parameter order, converters."""
 
-    __slots__ = ("bind", "compiled", "expands", "names", "result", "returns_rows", "row", "sql")
+    __slots__ = (
+        "async_commit",
+        "bind",
+        "compiled",
+        "expands",
+        "names",
+        "reads_only",
+        "result",
+        "returns_rows",
+        "row",
+        "sql",
+    )
 
     def __init__(
         self, statement: ClauseElement, keys: tuple[str, ...] | None, cache_key: Any = None
@@ -114,6 +130,16 @@ class _Compiled:
         self.bind: Mapping[str, Callable[[Any], Any]] = compiled._bind_processors  # type: ignore[assignment]
         self.expands = bool(compiled.post_compile_params or compiled.literal_execute_params)
         self.returns_rows = bool(compiled._result_columns) or isinstance(statement, TextClause)
+        # A plain SELECT before the transaction's first write needs no transaction yet (each
+        # statement sees committed data either way, under READ COMMITTED); one that locks
+        # rows (FOR UPDATE) does.
+        options = getattr(statement, "_execution_options", None) or {}
+        self.async_commit = bool(options.get(ASYNC_COMMIT))
+        writes_inside = any(isinstance(cte.element, UpdateBase) for cte in compiled.ctes or ())
+        self.reads_only = not writes_inside and (
+            (isinstance(statement, Select) and statement._for_update_arg is None)
+            or isinstance(statement, CompoundSelect)
+        )
         processors = [_result_processor(entry.type) for entry in compiled._result_columns or ()]
         self.result = processors if any(processors) else None
         self.row: Any = None
@@ -213,7 +239,11 @@ def _rowcount(status: str) -> int:
 
 
 class NativeConnection:
-    """One pooled asyncpg connection and its transaction state, for one request."""
+    """One pooled asyncpg connection and its transaction state, for one request.
+
+    Outside autocommit, BEGIN goes out with the first statement that writes or locks: reads
+    that come first run on their own, saving the round trips of a transaction for requests
+    that turn out to write nothing (a 404, a 409 found by a read)."""
 
     dialect = DIALECT
 
@@ -223,6 +253,8 @@ class NativeConnection:
         self.in_transaction = False
         # Set when the connection failed under a statement: it is closed, not pooled again.
         self.broken = False
+        # Set by a statement committed asynchronously, until wait_durable.
+        self.unflushed = False
 
     async def _begin_if_needed(self) -> None:
         if not self.autocommit and not self.in_transaction:
@@ -238,10 +270,13 @@ class NativeConnection:
         first = (params[0] if params else None) if many else params  # type: ignore[index]
         compiled, extracted = _compiled(statement, first)  # type: ignore[arg-type]
         try:
-            await self._begin_if_needed()
+            if not compiled.reads_only:
+                await self._begin_if_needed()
             if many:
                 return await self._execute_many(compiled, extracted, params)  # type: ignore[arg-type]
             sql, args = compiled.arguments(params, extracted)  # type: ignore[arg-type]
+            if compiled.async_commit:
+                self.unflushed = True
             if compiled.returns_rows:
                 records = await self.raw.fetch(sql, *args)
                 return Result(compiled.rows(records), len(records))
@@ -282,7 +317,9 @@ class NativeConnection:
         """Returns once every transaction this connection committed is on disk, including
         those committed with `synchronous_commit` off: a transaction with an id commits
         synchronously (the session default), and WAL is flushed in order up to its record."""
-        await self.exec_driver_sql("SELECT pg_current_xact_id()")
+        if self.unflushed:
+            await self.exec_driver_sql("SELECT pg_current_xact_id()")
+            self.unflushed = False
 
     def _lost(self, error: BaseException, sql: str) -> Exception:
         self.broken = True

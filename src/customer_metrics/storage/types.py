@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, Numeric, String, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only autoincrements a column declared exactly `INTEGER PRIMARY KEY`.
@@ -64,3 +64,13 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class NativeArray(ARRAY[Any]):
+    """A PostgreSQL array parameter handed to asyncpg as a Python list: asyncpg encodes it
+    itself, so no per-item conversion runs in Python."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None

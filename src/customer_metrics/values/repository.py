@@ -8,11 +8,16 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select
 from sqlalchemy.sql import ColumnElement
 
 from customer_metrics.storage.database import Session
-from customer_metrics.storage.dialect import upsert_insert
+from customer_metrics.storage.dialect import (
+    column_rows,
+    first_per,
+    upsert_insert,
+    writes_in_ctes,
+)
 from customer_metrics.storage.models import CurrentValue, Customer, Metric, Observation, table_of
 from customer_metrics.tenancy import Tenant
 from customer_metrics.values.typed import VALUE_COLUMNS
@@ -76,6 +81,78 @@ def _upserts(dialect_name: str) -> tuple[Any, Any]:
     )
 
 
+_WRITTEN = ("metric_ref", "observed_at", "recorded_at", "source", *VALUE_COLUMNS)
+
+
+@lru_cache(maxsize=1)
+def _record_by_customer_id() -> Any:
+    """Where the database runs writes inside WITH: one statement (one round trip, its own
+    transaction) that finds the customer by customer_id, upserts the observation and moves
+    the current value forward; it returns the customer's ref, or no row (and stores nothing)
+    when there is no such customer."""
+    insert = upsert_insert("postgresql")
+    org = bindparam("organization_id", type_=_obs.c.organization_id.type)
+    customer = (
+        select(_customers.c.id)
+        .where(
+            _customers.c.organization_id == org,
+            _customers.c.customer_id
+            == bindparam("customer_id", type_=_customers.c.customer_id.type),
+        )
+        .cte("customer")
+    )
+    fields = [bindparam(name, type_=_obs.c[name].type) for name in _WRITTEN]
+    source = select(org, customer.c.id, *fields)
+    names = ["organization_id", "customer_ref", *_WRITTEN]
+    observations = insert(_obs).from_select(names, source)
+    observations = observations.on_conflict_do_update(
+        index_elements=list(_obs.primary_key.columns),
+        set_={c: observations.excluded[c] for c in _UPDATED},
+    )
+    current = insert(_cur).from_select(names, source)
+    current = current.on_conflict_do_update(
+        index_elements=list(_cur.primary_key.columns),
+        set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
+        where=_cur.c.observed_at <= current.excluded.observed_at,
+    )
+    return select(customer.c.id).add_cte(observations.cte("observed"), current.cte("moved"))
+
+
+_ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
+
+
+@lru_cache(maxsize=1)
+def _record_rows() -> Any:
+    """Where the database runs writes inside WITH: `record_many` as one statement over
+    column arrays. The observations are upserted; each (customer, metric) pair's newest row
+    moves its current value forward (DISTINCT ON: one update per current row)."""
+    insert = upsert_insert("postgresql")
+    rows = column_rows({name: _obs.c[name].type for name in _ROW_COLUMNS}, "rows")
+    observations = insert(_obs).from_select(_ROW_COLUMNS, select(rows))
+    observations = observations.on_conflict_do_update(
+        index_elements=list(_obs.primary_key.columns),
+        set_={c: observations.excluded[c] for c in _UPDATED},
+    )
+    newest = (
+        select(rows)
+        .ext(first_per(rows.c.customer_ref, rows.c.metric_ref))
+        .order_by(rows.c.customer_ref, rows.c.metric_ref, rows.c.observed_at.desc())
+    )
+    current = insert(_cur).from_select(_ROW_COLUMNS, newest)
+    current = current.on_conflict_do_update(
+        index_elements=list(_cur.primary_key.columns),
+        set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
+        where=_cur.c.observed_at <= current.excluded.observed_at,
+    )
+    return current.add_cte(observations.cte("observed"))
+
+
+_REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
+    _customers.c.organization_id == bindparam("org"),
+    _customers.c.customer_id == bindparam("customer_id"),
+)
+
+
 def _current_row(r: Any) -> CurrentRow:
     return CurrentRow(r.metric_ref, r.key, r.name, r.data_type, r.unit, r.observed_at, _values(r))
 
@@ -86,6 +163,7 @@ def _stored(row: Any) -> StoredObservation:
 
 class ValueRepository:
     def __init__(self, session: Session, tenant: Tenant) -> None:
+        self._session = session
         self._conn = session.connection
         self._org = tenant.organization_id
 
@@ -103,10 +181,38 @@ class ValueRepository:
         value forward when this observation is at least as new."""
         await self.record_many([(customer_ref, metric_ref, observation)])
 
+    async def record_for_customer_id(
+        self, customer_id: str, metric_ref: int, observation: StoredObservation
+    ) -> bool:
+        """`record` for the customer named by `customer_id`; False, with nothing stored, when
+        the organization has no such customer."""
+        if not writes_in_ctes(self._conn.dialect.name):
+            params = {"org": self._org, "customer_id": customer_id}
+            ref = (await self._conn.execute(_REF_BY_CUSTOMER_ID, params)).scalar()
+            if ref is None:
+                return False
+            await self.record(ref, metric_ref, observation)
+            return True
+        params = {
+            "organization_id": self._org,
+            "customer_id": customer_id,
+            "metric_ref": metric_ref,
+            "observed_at": observation.observed_at,
+            "recorded_at": observation.recorded_at,
+            "source": observation.source,
+            **observation.values,
+        }
+        async with self._session.own_transactions():
+            row = (await self._conn.execute(_record_by_customer_id(), params)).first()
+        return row is not None
+
     async def record_many(self, rows: list[tuple[int, int, StoredObservation]]) -> None:
         """Bulk `record`: rows are (customer_ref, metric_ref, observation), at most one per
         (customer, metric, observed_at)."""
         if not rows:
+            return
+        if writes_in_ctes(self._conn.dialect.name):
+            await self._conn.execute(_record_rows(), self._columns(rows))
             return
         params = [
             {
@@ -129,6 +235,21 @@ class ValueRepository:
         await self._conn.execute(observations, params[0] if len(params) == 1 else params)
         newest = list(latest.values())
         await self._conn.execute(current, newest[0] if len(newest) == 1 else newest)
+
+    def _columns(self, rows: list[tuple[int, int, StoredObservation]]) -> dict[str, list[Any]]:
+        """The rows as one list per column, for `_record_rows`."""
+        observations = [obs for _, _, obs in rows]
+        columns: dict[str, list[Any]] = {
+            "organization_id": [self._org] * len(rows),
+            "customer_ref": [customer_ref for customer_ref, _, _ in rows],
+            "metric_ref": [metric_ref for _, metric_ref, _ in rows],
+            "observed_at": [obs.observed_at for obs in observations],
+            "recorded_at": [obs.recorded_at for obs in observations],
+            "source": [obs.source for obs in observations],
+        }
+        for column in VALUE_COLUMNS:
+            columns[column] = [obs.values[column] for obs in observations]
+        return columns
 
     async def current_for_update(
         self, customer_ref: int, metric_ref: int

@@ -51,9 +51,17 @@ class ValueService:
         prepared = prepare_write(
             metric, fields, body.model_fields_set, clock.now(), self._limits, ("body",)
         )
+        customer_id = self._customers.check_customer_id(customer_id, ("path", "customer_id"))
+        if prepared.value is not None:
+            # The common case, an existing customer: found and written in one statement.
+            observation = StoredObservation(
+                prepared.observed_at, clock.now(), prepared.source, prepared.value.columns()
+            )
+            if await self._repo.record_for_customer_id(customer_id, metric.id, observation):
+                return Recorded(customer_id, metric, observation)
         customer_ref = await self._customers.ref_for_write(customer_id, create_customer)
         observation = await self.apply(customer_ref, metric, prepared, ("body", "increment"))
-        return Recorded(normalize_label(customer_id), metric, observation)
+        return Recorded(customer_id, metric, observation)
 
     async def apply(
         self, customer_ref: int, metric: MetricRow, prepared: PreparedWrite, loc: Loc
