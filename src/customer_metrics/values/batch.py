@@ -104,6 +104,8 @@ class BatchService:
     ) -> list[_Checked]:
         now = clock.now()
         checked = []
+        # A batch names the same customers over and over: each id is checked once.
+        customer_ids: dict[str, str] = {}
         for index, item in parsed:
             loc: tuple[str | int, ...] = ("body", "values", index)
             metric = metrics.get(item.metric)
@@ -118,9 +120,12 @@ class BatchService:
                     raise InvalidRequest(
                         (*loc, "metric"), archived_error(item.metric).detail, "metric_archived"
                     )
-                customer_id = self._customer_rules.check_customer_id(
-                    item.customer_id, (*loc, "customer_id")
-                )
+                customer_id = customer_ids.get(item.customer_id)
+                if customer_id is None:
+                    customer_id = self._customer_rules.check_customer_id(
+                        item.customer_id, (*loc, "customer_id")
+                    )
+                    customer_ids[item.customer_id] = customer_id
                 fields = {name: getattr(item, name) for name in item.model_fields_set}
                 write = prepare_write(metric, fields, item.model_fields_set, now, self._limits, loc)
             except InvalidRequest as error:
