@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import accumulate
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 64
