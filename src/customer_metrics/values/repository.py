@@ -147,6 +147,47 @@ def _record_rows() -> Any:
     return current.add_cte(observations.cte("observed"))
 
 
+def _current_view() -> Any:
+    """The agent view: the customer (one row even without values) and each non-archived
+    metric's current value, in one statement built once."""
+    values = _cur.join(
+        _metrics,
+        and_(
+            _metrics.c.organization_id == _cur.c.organization_id,
+            _metrics.c.id == _cur.c.metric_ref,
+            _metrics.c.archived.is_(False),
+        ),
+    )
+    return (
+        select(
+            _customers.c.id.label("customer_ref"),
+            _metrics.c.id.label("metric_ref"),
+            _metrics.c.key,
+            _metrics.c.name,
+            _metrics.c.data_type,
+            _metrics.c.unit,
+            _cur.c.observed_at,
+            *(_cur.c[c] for c in VALUE_COLUMNS),
+        )
+        .select_from(
+            _customers.outerjoin(
+                values,
+                and_(
+                    _cur.c.organization_id == _customers.c.organization_id,
+                    _cur.c.customer_ref == _customers.c.id,
+                ),
+            )
+        )
+        .where(
+            _customers.c.organization_id == bindparam("org"),
+            _customers.c.customer_id == bindparam("customer_id"),
+        )
+        .order_by(_metrics.c.id)
+    )
+
+
+_CURRENT_VIEW = _current_view()
+
 _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
     _customers.c.organization_id == bindparam("org"),
     _customers.c.customer_id == bindparam("customer_id"),
@@ -285,40 +326,8 @@ class ValueRepository:
     async def current_view(self, customer_id: str) -> list[CurrentRow] | None:
         """Every non-archived metric's current value for one customer, in one query; None when
         the customer does not exist."""
-        values = _cur.join(
-            _metrics,
-            and_(
-                _metrics.c.organization_id == _cur.c.organization_id,
-                _metrics.c.id == _cur.c.metric_ref,
-                _metrics.c.archived.is_(False),
-            ),
-        )
-        stmt = (
-            select(
-                _customers.c.id.label("customer_ref"),
-                _metrics.c.id.label("metric_ref"),
-                _metrics.c.key,
-                _metrics.c.name,
-                _metrics.c.data_type,
-                _metrics.c.unit,
-                _cur.c.observed_at,
-                *(_cur.c[c] for c in VALUE_COLUMNS),
-            )
-            .select_from(
-                _customers.outerjoin(
-                    values,
-                    and_(
-                        _cur.c.organization_id == _customers.c.organization_id,
-                        _cur.c.customer_ref == _customers.c.id,
-                    ),
-                )
-            )
-            .where(
-                _customers.c.organization_id == self._org, _customers.c.customer_id == customer_id
-            )
-            .order_by(_metrics.c.id)
-        )
-        rows = (await self._conn.execute(stmt)).all()
+        params = {"org": self._org, "customer_id": customer_id}
+        rows = (await self._conn.execute(_CURRENT_VIEW, params)).all()
         if not rows:
             return None
         return [_current_row(r) for r in rows if r.metric_ref is not None]
