@@ -13,16 +13,16 @@ from customer_metrics.values.repository import ValueRepository
 
 
 class _Captured(Exception):
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, params: dict[str, Any] | None) -> None:
         super().__init__("captured")
-        self.statement = statement
+        self.statement = statement.params(params) if params else statement
 
 
 class _Capture:
     """Stands in for the session's connection: raises with the first statement it is given."""
 
-    async def execute(self, statement: Any) -> Any:
-        raise _Captured(statement)
+    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
+        raise _Captured(statement, params)
 
 
 async def _capture(org: int, customer_id: str) -> str:
