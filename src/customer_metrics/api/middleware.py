@@ -10,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer_metrics.api.observability import Metrics, choose_request_id, request_id_var
+from customer_metrics.api.ratelimit import HEADERS_SCOPE_KEY
 from customer_metrics.errors import PayloadTooLarge
 from customer_metrics.storage.database import is_connection_lost
 
@@ -53,7 +54,11 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = list(message.get("headers", [])) + extra
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *extra,
+                    *scope.get(HEADERS_SCOPE_KEY, ()),  # RateLimit fields, once the key is known
+                ]
             await send(message)
 
         try:
