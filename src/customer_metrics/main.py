@@ -16,6 +16,7 @@ from customer_metrics.api.middleware import (
     DOUBLED_PREFIX,
     BodyLimitMiddleware,
     EdgeMiddleware,
+    LoadShedMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
 from customer_metrics.api.ratelimit import build_rate_limiter
@@ -89,5 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The seed page shows the path doubled; answer there too, outside the OpenAPI document.
     app.include_router(_api_router(), prefix=DOUBLED_PREFIX, include_in_schema=False)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.max_requests_in_flight:
+        app.add_middleware(LoadShedMiddleware, max_in_flight=settings.max_requests_in_flight)
     app.add_middleware(EdgeMiddleware, metrics=metrics)  # outermost: sees every response
     return app

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=20_000, ge=1)
     # Shared buckets for every worker of every server; empty = each worker keeps its share.
     redis_url: str = ""
+    # Per worker process: above it a request is answered 503 at once; 0 turns it off.
+    max_requests_in_flight: int = Field(default=256, ge=0)
 
     @property
     def resolved_database_url(self) -> str:

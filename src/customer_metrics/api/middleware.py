@@ -113,6 +113,34 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class LoadShedMiddleware:
+    """Above `max_in_flight` requests in this worker, a new one is answered 503 at once rather
+    than queued behind the others (for a database connection, mostly) until clients time out.
+    Health and metrics stay exempt: they are cheap, and they are how an operator sees it."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight and scope["path"] not in _NEVER_SHED:
+            await _send_json(send, 503, _OVERLOADED, _RETRY)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+_NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+_OVERLOADED = json.dumps(
+    {"detail": "The server is at capacity; retry shortly.", "code": "unavailable"}
+)
 TOO_LARGE_DETAIL = "The request body is larger than this server accepts."
 _TOO_LARGE = json.dumps({"detail": TOO_LARGE_DETAIL, "code": "payload_too_large"})
 
