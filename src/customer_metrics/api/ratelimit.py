@@ -100,8 +100,8 @@ class RateLimiter:
             settings.rate_limit_burst,
             max(1, settings.workers),
         )
-        # Servers sharing a Redis share a secret only when they serve one deployment: keys of
-        # another deployment (another database) never land in the same buckets.
+        # Bucket names carry a hash of the secret, which the servers of one deployment share:
+        # another deployment on the same Redis (whose key ids would collide) never meets them.
         digest = hmac.new(secret, b"rate-limit", hashlib.sha256).hexdigest()[:16]
         namespace = f"cm:{digest}"
         share = Policy(limit=rate, period_seconds=workers, burst=max(1, burst // workers))
