@@ -102,6 +102,8 @@ def serve(
     elif not _is_migrated(settings):
         raise typer.Exit(_not_migrated())
     worker_count = workers or settings.workers
+    # Each worker reads its settings anew: it must know how many share the rate limits.
+    os.environ["CM_WORKERS"] = str(worker_count)
     if worker_count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers write their counters here so /metrics adds up every worker, not just one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cm-prometheus-")

@@ -16,8 +16,10 @@ from customer_metrics.api.middleware import (
     DOUBLED_PREFIX,
     BodyLimitMiddleware,
     EdgeMiddleware,
+    LoadShedMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
+from customer_metrics.api.ratelimit import build_rate_limiter
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.customers.router import router as customers_router
 from customer_metrics.idempotency.purge import purge_forever
@@ -81,11 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits = Limits.from_settings(settings)
     app.state.metrics = metrics
     app.state.secret = load_or_create_secret(settings.secret_key, settings.data_dir)
+    app.state.rate_limiter = build_rate_limiter(settings, app.state.secret)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(_api_router(), prefix=API_PREFIX)
     # The seed page shows the path doubled; answer there too, outside the OpenAPI document.
     app.include_router(_api_router(), prefix=DOUBLED_PREFIX, include_in_schema=False)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.max_requests_in_flight:
+        app.add_middleware(LoadShedMiddleware, max_in_flight=settings.max_requests_in_flight)
     app.add_middleware(EdgeMiddleware, metrics=metrics)  # outermost: sees every response
     return app

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     max_customer_id_length: int = 255
     idempotency_ttl_seconds: int = 86_400
     idempotency_purge_interval_seconds: int = 600
+    # A token bucket per API key: PER_SECOND tokens a second, at most BURST at once; 0 turns
+    # it off. Sized as a backstop above what one worker serves (docs/api.md, rate limits).
+    rate_limit_per_second: int = Field(default=10_000, ge=0)
+    rate_limit_burst: int = Field(default=20_000, ge=1)
+    # Shared buckets for every worker of every server; empty = each worker keeps its share.
+    redis_url: str = ""
+    # Per worker process: above it a request is answered 503 at once; 0 turns it off.
+    max_requests_in_flight: int = Field(default=256, ge=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -64,6 +64,11 @@ def _presented_key(request: Request) -> str | None:
 async def current_tenant(request: Request, session: DbSession) -> Tenant:
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
     tenant = await service.authenticate(_presented_key(request))
+    # The key is known only now, and nothing is written or claimed yet: a refused request
+    # leaves no trace.
+    limiter = request.app.state.rate_limiter
+    if limiter is not None:
+        await limiter.admit(request.scope, tenant.api_key_id)
     await enter_tenant(request, session, tenant)
     return tenant
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from customer_metrics.api.idempotency import replay_response
-from customer_metrics.errors import AppError, InvalidRequest
+from customer_metrics.errors import AppError, InvalidRequest, RateLimited
 from customer_metrics.idempotency.service import Replay
 
 _HTTP_CODES = {
@@ -71,6 +71,8 @@ async def _app_error(_: Request, exc: Exception) -> Response:
         item = {"type": exc.type, "loc": list(exc.loc), "msg": exc.detail}
         return ASCIIJSONResponse(validation_body([item]), status_code=422)
     headers = _ERROR_HEADERS.get(exc.status_code)
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return ASCIIJSONResponse(
         error_body(exc.detail, exc.code), status_code=exc.status_code, headers=headers
     )

@@ -10,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customer_metrics.api.observability import Metrics, choose_request_id, request_id_var
+from customer_metrics.api.ratelimit import HEADERS_SCOPE_KEY
 from customer_metrics.errors import PayloadTooLarge
 from customer_metrics.storage.database import is_connection_lost
 
@@ -53,7 +54,11 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = list(message.get("headers", [])) + extra
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *extra,
+                    *scope.get(HEADERS_SCOPE_KEY, ()),  # RateLimit fields, once the key is known
+                ]
             await send(message)
 
         try:
@@ -108,6 +113,34 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class LoadShedMiddleware:
+    """Above `max_in_flight` requests in this worker, a new one is answered 503 at once rather
+    than queued behind the others (for a database connection, mostly) until clients time out.
+    Health and metrics stay exempt: they are cheap, and they are how an operator sees it."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight and scope["path"] not in _NEVER_SHED:
+            await _send_json(send, 503, _OVERLOADED, _RETRY)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+_NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+_OVERLOADED = json.dumps(
+    {"detail": "The server is at capacity; retry shortly.", "code": "unavailable"}
+)
 TOO_LARGE_DETAIL = "The request body is larger than this server accepts."
 _TOO_LARGE = json.dumps({"detail": TOO_LARGE_DETAIL, "code": "payload_too_large"})
 
