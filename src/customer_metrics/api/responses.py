@@ -1,26 +1,30 @@
 """JSON responses that keep exact decimals: a NUMBER value goes out as a JSON number with
 exactly the digits it was stored with, in plain notation (Pydantic would make a Decimal a
-string or a float; `str(Decimal)` would write 1E-7)."""
+string or a float; `str(Decimal)` would write 1E-7). Rendered by orjson (UTF-8), with each
+Decimal spliced in as a raw fragment."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import simplejson
 from fastapi.responses import JSONResponse
 
 
 def _plain_decimal(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return simplejson.RawJSON(format(value, "f"))
+        return orjson.Fragment(format(value, "f"))
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def render_exact(content: Any) -> bytes:
+    return orjson.dumps(content, default=_plain_decimal)
+
+
 def dumps_exact(content: Any) -> str:
-    return simplejson.dumps(
-        content, use_decimal=False, default=_plain_decimal, ensure_ascii=True, separators=(",", ":")
-    )
+    return render_exact(content).decode()
 
 
 def loads_exact(text: str | bytes) -> Any:
@@ -30,4 +34,4 @@ def loads_exact(text: str | bytes) -> Any:
 
 class ExactJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return dumps_exact(content).encode("ascii")
+        return render_exact(content)
