@@ -13,5 +13,5 @@ def now() -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339, UTC, exactly three fractional digits and `Z` (`2025-11-27T10:06:09.459Z`)."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
