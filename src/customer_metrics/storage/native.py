@@ -167,16 +167,17 @@ class _Compiled:
         if self.row is None:
             self.row = namedtuple("Row", list(records[0].keys()), rename=True)  # type: ignore[misc]
         make = self.row._make
-        converters = self.result
-        if converters is None:
+        if self.result is None:
             return [make(record) for record in records]
-        return [
-            make(
-                value if convert is None else convert(value)
-                for convert, value in zip(converters, record, strict=True)
-            )
-            for record in records
-        ]
+        converted = [(i, f) for i, f in enumerate(self.result) if f is not None]
+        out = []
+        for record in records:
+            values = list(record)
+            for i, convert in converted:
+                if values[i] is not None:
+                    values[i] = convert(values[i])
+            out.append(make(values))
+        return out
 
 
 def _result_processor(type_: Any) -> Callable[[Any], Any] | None:

@@ -32,6 +32,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # asyncpg already returns timestamptz as an aware UTC datetime: no per-row call.
+        if dialect.name == "postgresql":
+            return None
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -59,6 +65,12 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None or dialect.name != "sqlite":
             return value
         return format(value, "f")
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # asyncpg already returns NUMERIC as Decimal: no per-row call.
+        if dialect.name == "postgresql":
+            return None
+        return super().result_processor(dialect, coltype)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
