@@ -9,13 +9,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, Integer, bindparam, cast, column, event, func, select, values
+import orjson
+from sqlalchemy import Date, Float, Integer, bindparam, cast, column, event, func, select, values
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
 
-from customer_metrics.storage.types import NativeArray, UTCDateTime
+from customer_metrics.storage.types import ExactDecimal, NativeArray, UTCDateTime
 
 READ_ONLY = "cm_read_only"
 
@@ -114,15 +115,53 @@ def writes_in_ctes(dialect_name: str) -> bool:
     return dialect_name == "postgresql"
 
 
-def column_rows(columns: dict[str, Any], name: str) -> Any:
-    """PostgreSQL: many rows sent as one array parameter per column (bound under the column's
-    name), as a FROM item with those columns: one statement and one round trip whatever the
-    number of rows, with the arrays encoded by asyncpg. Only where `writes_in_ctes`."""
+ROWS_PARAM = "rows_json"
+
+
+def column_rows(columns: dict[str, Any], name: str, dialect_name: str) -> Any:
+    """Many rows as a FROM item (a CTE named `name`) with the given columns, sent in one
+    statement whatever their number. PostgreSQL: one array parameter per column (`unnest`),
+    encoded by asyncpg. SQLite: one JSON text of row arrays (`json_each`), parsed by SQLite.
+    Bind the rows with `column_rows_params`."""
+    if dialect_name == "sqlite":
+        each = func.json_each(bindparam(ROWS_PARAM)).table_valued("value")
+        fields = [
+            func.json_extract(each.c.value, f"$[{i}]").label(column)
+            for i, column in enumerate(columns)
+        ]
+        return select(*fields).cte(name)
     params = [
         bindparam(column, type_=NativeArray(_plain(type_))) for column, type_ in columns.items()
     ]
     rows = func.unnest(*params).table_valued(*columns).render_derived(name=f"{name}_arrays")
     return select(*rows.c).cte(name)
+
+
+def column_rows_params(
+    columns: dict[str, Any], values: dict[str, list[Any]], dialect_name: str
+) -> dict[str, Any]:
+    """The parameters of a `column_rows` statement, from one list of values per column."""
+    if dialect_name != "sqlite":
+        return values
+    stored = [_sqlite_stored(columns[column], values[column]) for column in columns]
+    return {ROWS_PARAM: orjson.dumps(list(zip(*stored, strict=True))).decode()}
+
+
+def _sqlite_stored(type_: Any, items: list[Any]) -> list[Any]:
+    """Values in the text form SQLAlchemy stores them in on SQLite, so that rows written
+    through JSON compare and read back like any other."""
+    if isinstance(type_, UTCDateTime):
+        return [
+            None
+            if v is None
+            else v.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            for v in items
+        ]
+    if isinstance(type_, ExactDecimal):
+        return [None if v is None else format(v, "f") for v in items]
+    if isinstance(type_, Date):
+        return [None if v is None else v.isoformat() for v in items]
+    return items
 
 
 def first_per(*columns: Any) -> Any:

@@ -8,12 +8,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select, true
 from sqlalchemy.sql import ColumnElement
 
 from customer_metrics.storage.database import Session
 from customer_metrics.storage.dialect import (
     column_rows,
+    column_rows_params,
     first_per,
     upsert_insert,
     writes_in_ctes,
@@ -119,6 +120,7 @@ def _record_by_customer_id() -> Any:
 
 
 _ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
+_ROW_TYPES = {name: _obs.c[name].type for name in _ROW_COLUMNS}
 
 
 @lru_cache(maxsize=1)
@@ -127,7 +129,7 @@ def _record_rows() -> Any:
     column arrays. The observations are upserted; each (customer, metric) pair's newest row
     moves its current value forward (DISTINCT ON: one update per current row)."""
     insert = upsert_insert("postgresql")
-    rows = column_rows({name: _obs.c[name].type for name in _ROW_COLUMNS}, "rows")
+    rows = column_rows(_ROW_TYPES, "rows", "postgresql")
     observations = insert(_obs).from_select(_ROW_COLUMNS, select(rows))
     observations = observations.on_conflict_do_update(
         index_elements=list(_obs.primary_key.columns),
@@ -187,6 +189,28 @@ def _current_view() -> Any:
 
 
 _CURRENT_VIEW = _current_view()
+
+
+@lru_cache(maxsize=1)
+def _record_rows_separately() -> tuple[Any, Any]:
+    """`_record_rows` where writes cannot share a statement (SQLite): the observations, then,
+    run with each (customer, metric) pair's newest row, the current values."""
+    insert = upsert_insert("sqlite")
+    rows = column_rows(_ROW_TYPES, "rows", "sqlite")
+    # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT (a parsing ambiguity).
+    observations = insert(_obs).from_select(_ROW_COLUMNS, select(rows).where(true()))
+    observations = observations.on_conflict_do_update(
+        index_elements=list(_obs.primary_key.columns),
+        set_={c: observations.excluded[c] for c in _UPDATED},
+    )
+    current = insert(_cur).from_select(_ROW_COLUMNS, select(rows).where(true()))
+    current = current.on_conflict_do_update(
+        index_elements=list(_cur.primary_key.columns),
+        set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
+        where=_cur.c.observed_at <= current.excluded.observed_at,
+    )
+    return observations, current
+
 
 _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
     _customers.c.organization_id == bindparam("org"),
@@ -252,30 +276,20 @@ class ValueRepository:
         (customer, metric, observed_at)."""
         if not rows:
             return
-        if writes_in_ctes(self._conn.dialect.name):
-            await self._conn.execute(_record_rows(), self._columns(rows))
+        dialect_name = self._conn.dialect.name
+        params = column_rows_params(_ROW_TYPES, self._columns(rows), dialect_name)
+        if writes_in_ctes(dialect_name):
+            await self._conn.execute(_record_rows(), params)
             return
-        params = [
-            {
-                "organization_id": self._org,
-                "customer_ref": customer_ref,
-                "metric_ref": metric_ref,
-                "observed_at": obs.observed_at,
-                "recorded_at": obs.recorded_at,
-                "source": obs.source,
-                **obs.values,
-            }
-            for customer_ref, metric_ref, obs in rows
-        ]
-        latest: dict[tuple[int, int], dict[str, Any]] = {}
-        for param in params:
-            pair = (param["customer_ref"], param["metric_ref"])
-            if pair not in latest or latest[pair]["observed_at"] <= param["observed_at"]:
-                latest[pair] = param
-        observations, current = _upserts(self._conn.dialect.name)
-        await self._conn.execute(observations, params[0] if len(params) == 1 else params)
-        newest = list(latest.values())
-        await self._conn.execute(current, newest[0] if len(newest) == 1 else newest)
+        observations, current = _record_rows_separately()
+        await self._conn.execute(observations, params)
+        newest: dict[tuple[int, int], tuple[int, int, StoredObservation]] = {}
+        for row in rows:
+            pair = (row[0], row[1])
+            if pair not in newest or newest[pair][2].observed_at <= row[2].observed_at:
+                newest[pair] = row
+        latest = self._columns(list(newest.values()))
+        await self._conn.execute(current, column_rows_params(_ROW_TYPES, latest, dialect_name))
 
     def _columns(self, rows: list[tuple[int, int, StoredObservation]]) -> dict[str, list[Any]]:
         """The rows as one list per column, for `_record_rows`."""
