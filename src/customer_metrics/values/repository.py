@@ -127,7 +127,8 @@ _ROW_TYPES = {name: _obs.c[name].type for name in _ROW_COLUMNS}
 def _record_rows() -> Any:
     """Where the database runs writes inside WITH: `record_many` as one statement over
     column arrays. The observations are upserted; each (customer, metric) pair's newest row
-    moves its current value forward (DISTINCT ON: one update per current row)."""
+    moves its current value forward (DISTINCT ON: one update per current row, taken in key
+    order, so concurrent batches cannot deadlock)."""
     insert = upsert_insert("postgresql")
     rows = column_rows(_ROW_TYPES, "rows", "postgresql")
     observations = insert(_obs).from_select(_ROW_COLUMNS, select(rows))
@@ -146,7 +147,11 @@ def _record_rows() -> Any:
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
-    return current.add_cte(observations.cte("observed"))
+    # The observations are the main statement and the current values a WITH part that
+    # nothing reads, which PostgreSQL runs after the main statement: the current-value rows,
+    # which concurrent batches for the same customers contend on, stay locked only from then
+    # to the commit, not through the whole batch's inserts.
+    return observations.add_cte(current.cte("moved"))
 
 
 def _current_view() -> Any:
