@@ -463,3 +463,70 @@ async def test_hostile_write_gets_its_4xx_and_changes_nothing(
         assert set(payload) == {"detail", "code"}
         assert payload["code"] == error
     assert await _snapshot(client) == before
+
+
+# --- Unicode: what collides, and what is merely unusual. ---
+
+NAME_VARIANTS = {
+    "nfd": "Cafe\u0301 Score",
+    "upper-nfc": "CAF\u00c9 SCORE",
+    "fullwidth": "\uff23\uff41\uff46\u00e9 \uff33\uff43\uff4f\uff52\uff45",
+    "fullwidth-nfd": "\uff23\uff41\uff46\uff45\u0301 \uff33\uff43\uff4f\uff52\uff45",
+    "padded-nfd": "\u3000Cafe\u0301 score\u00a0",
+}
+
+
+@pytest.mark.parametrize("variant", NAME_VARIANTS.values(), ids=NAME_VARIANTS.keys())
+async def test_unicode_variants_of_a_name_collide_on_create_and_rename(client, variant):
+    await create_metric(client, name="Caf\u00e9 score")
+    await create_metric(client, name="ARR")
+    before = await _snapshot(client)
+
+    created = await client.post("/customers/metrics", json={"name": variant, "data_type": "NUMBER"})
+    renamed = await client.patch("/customers/metrics/arr", json={"name": variant})
+
+    assert (created.status_code, created.json()["code"]) == (409, "name_taken")
+    assert (renamed.status_code, renamed.json()["code"]) == (409, "name_taken")
+    assert await _snapshot(client) == before
+
+
+async def test_nfd_spelling_of_a_customer_id_is_the_same_customer(client):
+    await client.put("/customers/Caf\u00e9", json={"name": "Cafe"})
+
+    created = await client.post("/customers", json={"customer_id": "Cafe\u0301"})
+    replaced = await client.put("/customers/Cafe%CC%81", json={"name": "Replaced"})
+
+    assert (created.status_code, created.json()["code"]) == (409, "customer_exists")
+    assert replaced.status_code == 200
+    assert [c["name"] for c in (await client.get("/customers")).json()["data"]] == ["Replaced"]
+
+
+# Bidi controls and zero-width characters are Unicode format characters (Cf), not control
+# characters: the contract rejects only controls and lone surrogates, so they are accepted,
+# stored as sent, and significant (NFKC keeps them, so "AR\u200bR" is not "ARR"). Clients that
+# display names should isolate them (e.g. <bdi>). See docs/api.md.
+FORMAT_CHARACTERS = {
+    "rlo-override": "\u202e",
+    "lri-isolate": "\u2067",
+    "rlm-mark": "\u200f",
+    "zero-width-space": "\u200b",
+    "zero-width-joiner": "\u200d",
+    "byte-order-mark": "\ufeff",
+}
+
+
+@pytest.mark.parametrize("char", FORMAT_CHARACTERS.values(), ids=FORMAT_CHARACTERS.keys())
+async def test_bidi_and_zero_width_characters_are_kept_as_sent(client, char):
+    await create_metric(client, name="ARR", data_type="STRING")
+    name = f"AR{char}R"
+
+    metric = await client.post(
+        "/customers/metrics", json={"name": name, "data_type": "STRING", "unit": f"u{char}"}
+    )
+    customer = await client.put(f"/customers/ac{char}me", json={"name": name})
+    value = await write_value(client, f"ac{char}me", "arr", value=name, source=f"s{char}")
+
+    assert metric.status_code == 201, metric.text
+    assert (metric.json()["name"], metric.json()["unit"]) == (name, f"u{char}")
+    assert (customer.status_code, customer.json()["customer_id"]) == (201, f"ac{char}me")
+    assert (value["value"], value["source"]) == (name, f"s{char}")
