@@ -18,6 +18,7 @@ from customer_metrics.api.middleware import (
     EdgeMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
+from customer_metrics.api.resources import Resources
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.customers.router import router as customers_router
 from customer_metrics.idempotency.purge import purge_forever
@@ -81,6 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits = Limits.from_settings(settings)
     app.state.metrics = metrics
     app.state.secret = load_or_create_secret(settings.secret_key, settings.data_dir)
+    app.state.resources = Resources(
+        [("", health.router)]
+        + [(API_PREFIX, feature) for feature in FEATURE_ROUTERS]
+        + [(DOUBLED_PREFIX, feature) for feature in FEATURE_ROUTERS]
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(_api_router(), prefix=API_PREFIX)
