@@ -18,6 +18,7 @@ from customer_metrics.api.middleware import (
     EdgeMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
+from customer_metrics.api.openapi import EVERY_API_ROUTE, declare_security
 from customer_metrics.api.resources import Resources
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.customers.router import router as customers_router
@@ -37,7 +38,7 @@ FEATURE_ROUTERS = [batch_router, metrics_router, values_router, queries_router, 
 def _api_router() -> APIRouter:
     api = APIRouter()
     for feature in FEATURE_ROUTERS:
-        api.include_router(feature)
+        api.include_router(feature, responses=EVERY_API_ROUTE)
     return api
 
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(_api_router(), prefix=API_PREFIX)
     # The seed page shows the path doubled; answer there too, outside the OpenAPI document.
     app.include_router(_api_router(), prefix=DOUBLED_PREFIX, include_in_schema=False)
+    declare_security(app, API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeMiddleware, metrics=metrics)  # outermost: sees every response
     return app

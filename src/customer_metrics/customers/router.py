@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.openapi import errors
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
@@ -54,7 +55,9 @@ def _location(row: CustomerRow) -> str:
     return f"/external/v1/customers/{quote(row.customer_id, safe='')}"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CustomerOut)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, responses=errors(409, 415)
+)
 async def create_customer(
     body: CustomerCreate, service: Service, session: DbSession, response: Response
 ) -> CustomerOut:
@@ -78,7 +81,7 @@ async def list_customers(
     return CustomerPage(data=[to_out(r) for r in rows[:limit]], next_cursor=next_cursor)
 
 
-@router.get("/{customer_id}", response_model=CustomerOut)
+@router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404))
 async def get_customer(customer_id: str, service: Service) -> CustomerOut:
     return to_out(await service.get(customer_id))
 
@@ -86,7 +89,7 @@ async def get_customer(customer_id: str, service: Service) -> CustomerOut:
 @router.put(
     "/{customer_id}",
     response_model=CustomerOut,
-    responses={201: {"model": CustomerOut, "description": "Created"}},
+    responses={201: {"model": CustomerOut, "description": "Created"}, **errors(415)},
 )
 async def put_customer(
     customer_id: str,
@@ -103,7 +106,7 @@ async def put_customer(
     return to_out(row)
 
 
-@router.patch("/{customer_id}", response_model=CustomerOut)
+@router.patch("/{customer_id}", response_model=CustomerOut, responses=errors(404, 409, 415))
 async def update_customer(
     customer_id: str, body: CustomerUpdate, service: Service, session: DbSession
 ) -> CustomerOut:
@@ -113,7 +116,7 @@ async def update_customer(
     return to_out(row)
 
 
-@router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409))
 async def delete_customer(customer_id: str, service: Service, session: DbSession) -> Response:
     await service.delete(customer_id)
     await session.commit()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from customer_metrics import clock
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession, reads_only
+from customer_metrics.api.openapi import errors
 from customer_metrics.api.pagination import decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import StrictRoute
@@ -42,7 +43,9 @@ async def search_service(
     )
 
 
-@router.post("/search", response_model=SearchResult, response_class=ExactJSONResponse)
+@router.post(
+    "/search", response_model=SearchResult, response_class=ExactJSONResponse, responses=errors(415)
+)
 @reads_only
 async def search_customers(
     body: SearchRequest, service: Annotated[SearchService, Depends(search_service)]
@@ -76,7 +79,7 @@ async def metric_lookup(
 Metrics = Annotated[MetricService, Depends(metric_lookup)]
 
 
-@router.get("/metrics/{ref}/summary", response_class=ExactJSONResponse)
+@router.get("/metrics/{ref}/summary", response_class=ExactJSONResponse, responses=errors(404))
 async def summarize_metric(
     ref: str,
     metrics: Metrics,
@@ -98,7 +101,7 @@ async def summarize_metric(
     )
 
 
-@router.get("/metrics/{ref}/series", response_class=ExactJSONResponse)
+@router.get("/metrics/{ref}/series", response_class=ExactJSONResponse, responses=errors(404))
 async def metric_series(
     ref: str,
     metrics: Metrics,

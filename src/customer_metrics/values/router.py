@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.openapi import errors
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import StrictRoute
@@ -82,6 +83,7 @@ def observation_out(
     status_code=status.HTTP_201_CREATED,
     response_model=ObservationOut,
     response_class=ExactJSONResponse,
+    responses=errors(404, 409, 415),
 )
 async def record_value(
     customer_id: str,
@@ -102,7 +104,10 @@ async def record_value(
 
 
 @router.get(
-    "/{customer_id}/metrics", response_model=CurrentValues, response_class=ExactJSONResponse
+    "/{customer_id}/metrics",
+    response_model=CurrentValues,
+    response_class=ExactJSONResponse,
+    responses=errors(404),
 )
 async def get_current_values(
     customer_id: str, service: Service, as_of: TimeQuery = None
@@ -127,6 +132,7 @@ async def get_current_values(
     "/{customer_id}/metrics/{ref}/values",
     response_model=ObservationPage,
     response_class=ExactJSONResponse,
+    responses=errors(404),
 )
 async def list_values(
     customer_id: str,
@@ -161,6 +167,7 @@ def _cursor_time(position: object) -> datetime:
 @router.delete(
     "/{customer_id}/metrics/{ref}/values",
     response_model=Deleted,
+    responses=errors(404, 409),
 )
 async def delete_values(
     customer_id: str,
@@ -197,7 +204,10 @@ def _batch_body(outcome: BatchOutcome) -> dict[str, object]:
 @batch_router.post(
     "/customers/metrics/values",
     response_model=BatchResult,
-    responses={422: {"description": "Atomic batch with a bad item, or a malformed body"}},
+    responses={
+        422: {"description": "Atomic batch with a bad item, or a malformed body"},
+        **errors(409, 415),
+    },
 )
 async def write_values_batch(
     body: BatchWrite,
