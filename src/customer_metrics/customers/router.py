@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.openapi import errors
@@ -12,6 +12,7 @@ from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, en
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
 from customer_metrics.customers.schemas import (
+    CUSTOMER_ID_SCHEMA,
     CustomerCreate,
     CustomerOut,
     CustomerPage,
@@ -35,6 +36,9 @@ async def customer_service(
 
 
 Service = Annotated[CustomerService, Depends(customer_service)]
+# What a customer id may be is checked by the service (a PUT or a write answers 422; a read of an
+# id that cannot exist answers 404); the document says it.
+CustomerIdPath = Annotated[str, Path(json_schema_extra=CUSTOMER_ID_SCHEMA)]
 
 
 def to_out(row: CustomerRow) -> CustomerOut:
@@ -82,7 +86,7 @@ async def list_customers(
 
 
 @router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404))
-async def get_customer(customer_id: str, service: Service) -> CustomerOut:
+async def get_customer(customer_id: CustomerIdPath, service: Service) -> CustomerOut:
     return to_out(await service.get(customer_id))
 
 
@@ -92,7 +96,7 @@ async def get_customer(customer_id: str, service: Service) -> CustomerOut:
     responses={201: {"model": CustomerOut, "description": "Created"}, **errors(415)},
 )
 async def put_customer(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     body: CustomerReplace,
     service: Service,
     session: DbSession,
@@ -108,7 +112,7 @@ async def put_customer(
 
 @router.patch("/{customer_id}", response_model=CustomerOut, responses=errors(404, 409, 415))
 async def update_customer(
-    customer_id: str, body: CustomerUpdate, service: Service, session: DbSession
+    customer_id: CustomerIdPath, body: CustomerUpdate, service: Service, session: DbSession
 ) -> CustomerOut:
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     row = await service.update(customer_id, changes)
@@ -117,7 +121,9 @@ async def update_customer(
 
 
 @router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409))
-async def delete_customer(customer_id: str, service: Service, session: DbSession) -> Response:
+async def delete_customer(
+    customer_id: CustomerIdPath, service: Service, session: DbSession
+) -> Response:
     await service.delete(customer_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

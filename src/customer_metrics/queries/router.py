@@ -10,6 +10,7 @@ from customer_metrics import clock
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession, reads_only
 from customer_metrics.api.openapi import errors
 from customer_metrics.api.pagination import decode_cursor, encode_cursor
+from customer_metrics.api.params import TIME, TimeQuery
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
@@ -84,7 +85,7 @@ async def summarize_metric(
     ref: str,
     metrics: Metrics,
     service: Annotated[SummaryService, Depends(summary_service)],
-    as_of: Annotated[str | None, Query(max_length=64, description="RFC 3339 with a zone.")] = None,
+    as_of: TimeQuery = None,
 ) -> ExactJSONResponse:
     """Across customers' current values (or their values as of `as_of`)."""
     metric = await metrics.get(ref)
@@ -107,8 +108,8 @@ async def metric_series(
     metrics: Metrics,
     customers: Annotated[CustomerService, Depends(customer_lookup)],
     service: Annotated[SeriesService, Depends(series_service)],
-    start: Annotated[str, Query(alias="from", max_length=64, description="RFC 3339 with a zone.")],
-    end: Annotated[str, Query(alias="to", max_length=64, description="RFC 3339 with a zone.")],
+    start: Annotated[str, Query(alias="from", **TIME)],
+    end: Annotated[str, Query(alias="to", **TIME)],
     interval: Literal["hour", "day", "week", "month"] = "day",
     tz: Annotated[str, Query(max_length=64, description="IANA time zone.")] = "UTC",
     agg: Literal[

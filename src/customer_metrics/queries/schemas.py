@@ -6,12 +6,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 STRICT = ConfigDict(extra="forbid", strict=True)
+# A sort key names a metric or a field (the other absent or null), as the service checks.
+_METRIC_OR_FIELD: JsonDict = {
+    "oneOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("metric", "field")
+    ]
+}
 
 
 class SortKey(BaseModel):
-    model_config = STRICT
+    model_config = STRICT | ConfigDict(json_schema_extra=_METRIC_OR_FIELD)
 
     metric: str | None = Field(default=None, description="A metric ref.")
     field: Literal["customer_id", "name", "email", "time_created"] | None = None

@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
 from customer_metrics.api.openapi import errors
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from customer_metrics.api.params import FromQuery, TimeQuery, ToQuery
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
 from customer_metrics.customers.repository import CustomerRepository
+from customer_metrics.customers.router import CustomerIdPath
 from customer_metrics.customers.service import CustomerService
 from customer_metrics.errors import InvalidRequest
 from customer_metrics.metrics.refs import format_metric_id
@@ -43,8 +45,6 @@ batch_router = APIRouter(
     tags=["metric values"],
     route_class=StrictRoute,
 )
-
-TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
 
 
 async def value_service(
@@ -86,7 +86,7 @@ def observation_out(
     responses=errors(404, 409, 415),
 )
 async def record_value(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     ref: str,
     body: ValueWrite,
     service: Service,
@@ -110,7 +110,7 @@ async def record_value(
     responses=errors(404),
 )
 async def get_current_values(
-    customer_id: str, service: Service, as_of: TimeQuery = None
+    customer_id: CustomerIdPath, service: Service, as_of: TimeQuery = None
 ) -> ExactJSONResponse:
     rows = await service.current(customer_id, _time(as_of, "as_of"))
     data = [
@@ -135,11 +135,11 @@ async def get_current_values(
     responses=errors(404),
 )
 async def list_values(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     ref: str,
     service: Service,
-    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ExactJSONResponse:
@@ -170,12 +170,12 @@ def _cursor_time(position: object) -> datetime:
     responses=errors(404, 409),
 )
 async def delete_values(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     ref: str,
     service: Service,
     session: DbSession,
-    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
 ) -> Deleted:
     deleted = await service.delete(customer_id, ref, _time(start, "from"), _time(end, "to"))
     await session.commit()
