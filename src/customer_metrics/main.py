@@ -18,7 +18,7 @@ from customer_metrics.api.middleware import (
     EdgeMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
-from customer_metrics.api.openapi import EVERY_API_ROUTE, declare_security
+from customer_metrics.api.openapi import EVERY_API_ROUTE, declare_security, operation_id
 from customer_metrics.api.resources import Resources
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.customers.router import router as customers_router
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Our own Prometheus metrics and request ids cover this; FastAPI's OpenTelemetry hooks
         # look the environment up on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.limits = Limits.from_settings(settings)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 
@@ -46,6 +47,26 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # Every route under the base path: it authenticates, takes a body limit, and needs the database.
 EVERY_API_ROUTE = errors(401, 413, 503)
+
+
+def operation_id(route: APIRoute) -> str:
+    """Operation ids are the route functions' names (`create_metric`): stable, and what links
+    name."""
+    return route.name
+
+
+def links(status: int, parameters: dict[str, str], *operations: str) -> dict[int | str, Any]:
+    """`responses=` entry: what this response returns can be fed to these operations (OpenAPI
+    links, which clients and stateful testers follow: create -> get -> patch -> delete)."""
+    return {
+        status: {
+            "links": {name: {"operationId": name, "parameters": parameters} for name in operations}
+        }
+    }
+
+
+METRIC_REF = {"ref": "$response.body#/metric_id"}
+CUSTOMER_REF = {"customer_id": "$response.body#/customer_id"}
 
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "`cm_` + 40 characters."},

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
-from customer_metrics.api.openapi import errors
+from customer_metrics.api.openapi import CUSTOMER_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
@@ -60,7 +60,22 @@ def _location(row: CustomerRow) -> str:
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, responses=errors(409, 415)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CustomerOut,
+    responses={
+        **links(
+            201,
+            CUSTOMER_REF,
+            "get_customer",
+            "put_customer",
+            "update_customer",
+            "delete_customer",
+            "record_value",
+            "get_current_values",
+        ),
+        **errors(409, 415),
+    },
 )
 async def create_customer(
     body: CustomerCreate, service: Service, session: DbSession, response: Response

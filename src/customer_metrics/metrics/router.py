@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
-from customer_metrics.api.openapi import errors
+from customer_metrics.api.openapi import METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.metrics.refs import format_metric_id
@@ -65,7 +65,24 @@ def _fields(row: MetricRow) -> dict[str, object]:
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=MetricOut, responses=errors(409, 415)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MetricOut,
+    responses={
+        **links(
+            201,
+            METRIC_REF,
+            "get_metric",
+            "update_metric",
+            "delete_metric",
+            "record_value",
+            "list_values",
+            "delete_values",
+            "summarize_metric",
+            "metric_series",
+        ),
+        **errors(409, 415),
+    },
 )
 async def create_metric(
     body: MetricCreate, service: Service, session: DbSession, response: Response

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
-from customer_metrics.api.openapi import errors
+from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.params import FromQuery, TimeQuery, ToQuery
 from customer_metrics.api.responses import ExactJSONResponse
@@ -83,7 +83,10 @@ def observation_out(
     status_code=status.HTTP_201_CREATED,
     response_model=ObservationOut,
     response_class=ExactJSONResponse,
-    responses=errors(404, 409, 415),
+    responses={
+        **links(201, {**CUSTOMER_REF, **METRIC_REF}, "list_values", "delete_values"),
+        **errors(404, 409, 415),
+    },
 )
 async def record_value(
     customer_id: CustomerIdPath,
