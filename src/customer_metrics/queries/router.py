@@ -20,7 +20,7 @@ from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricRepository
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.queries.repository import SearchRepository
-from customer_metrics.queries.schemas import SearchRequest, SearchResult
+from customer_metrics.queries.schemas import SearchRequest, SearchResult, SeriesOut, SummaryOut
 from customer_metrics.queries.series import SeriesService
 from customer_metrics.queries.series_repository import SeriesRepository
 from customer_metrics.queries.service import SearchService
@@ -80,7 +80,12 @@ async def metric_lookup(
 Metrics = Annotated[MetricService, Depends(metric_lookup)]
 
 
-@router.get("/metrics/{ref}/summary", response_class=ExactJSONResponse, responses=errors(404))
+@router.get(
+    "/metrics/{ref}/summary",
+    response_model=SummaryOut,
+    response_class=ExactJSONResponse,
+    responses=errors(404),
+)
 async def summarize_metric(
     ref: str,
     metrics: Metrics,
@@ -102,7 +107,12 @@ async def summarize_metric(
     )
 
 
-@router.get("/metrics/{ref}/series", response_class=ExactJSONResponse, responses=errors(404))
+@router.get(
+    "/metrics/{ref}/series",
+    response_model=SeriesOut,
+    response_class=ExactJSONResponse,
+    responses=errors(404),
+)
 async def metric_series(
     ref: str,
     metrics: Metrics,

@@ -54,3 +54,41 @@ class SearchResult(BaseModel):
     data: list[SearchHit]
     next_cursor: str | None
     count: int | None = None
+
+
+class ValueCount(BaseModel):
+    value: Any
+    count: int
+
+
+class SummaryOut(BaseModel):
+    """NUMBER and INTEGER metrics carry sum, min, max, avg, p50, p90, p99 (null when `count` is
+    0); STRING and BOOLEAN carry `values`, the 50 most frequent; DATE and DATETIME min and max."""
+
+    metric_id: str
+    data_type: str
+    as_of: str
+    count: int
+    sum: Any = None
+    min: Any = None
+    max: Any = None
+    avg: Any = None
+    p50: Any = None
+    p90: Any = None
+    p99: Any = None
+    values: list[ValueCount] | None = None
+
+
+class BucketOut(BaseModel):
+    start: str
+    end: str
+    value: Any
+    count: int
+
+
+class SeriesOut(BaseModel):
+    metric_id: str
+    interval: str
+    tz: str
+    agg: str
+    data: list[BucketOut]
