@@ -1,5 +1,5 @@
 """What the OpenAPI document says beyond each route's own models: the error bodies a route can
-answer with, and how requests authenticate."""
+answer with, operation ids and the links between operations, and how requests authenticate."""
 
 from __future__ import annotations
 
