@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test test-sqlite test-postgres lint typecheck format bench clean
+.PHONY: help install run migrate test test-sqlite test-postgres fuzz lint typecheck format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ test: install lint typecheck ## Lint, type-check, then the whole suite on SQLite
 
 test-sqlite: install ## The suite on SQLite only
 	CM_TEST_BACKENDS=sqlite $(BIN)/pytest -n 2 --dist loadgroup
+
+fuzz: install ## Longer schemathesis run, new inputs each time (CM_FUZZ_EXAMPLES, default 500)
+	CM_FUZZ_RANDOM=1 CM_FUZZ_EXAMPLES=$${CM_FUZZ_EXAMPLES:-500} \
+	CM_TEST_POSTGRES_URL=$${CM_TEST_POSTGRES_URL:-$(PG_URL)} $(BIN)/pytest tests/api/test_fuzz.py -n 2
 
 lint: install ## ruff (lint + format check) and import-linter contracts
 	$(BIN)/ruff check .

@@ -19,7 +19,9 @@ from customer_metrics.api.middleware import (
     LoadShedMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
+from customer_metrics.api.openapi import EVERY_API_ROUTE, declare_security, operation_id
 from customer_metrics.api.ratelimit import build_rate_limiter
+from customer_metrics.api.resources import Resources
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.customers.router import router as customers_router
 from customer_metrics.idempotency.purge import purge_forever
@@ -38,7 +40,7 @@ FEATURE_ROUTERS = [batch_router, metrics_router, values_router, queries_router, 
 def _api_router() -> APIRouter:
     api = APIRouter()
     for feature in FEATURE_ROUTERS:
-        api.include_router(feature)
+        api.include_router(feature, responses=EVERY_API_ROUTE)
     return api
 
 
@@ -78,17 +80,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Our own Prometheus metrics and request ids cover this; FastAPI's OpenTelemetry hooks
         # look the environment up on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.limits = Limits.from_settings(settings)
     app.state.metrics = metrics
     app.state.secret = load_or_create_secret(settings.secret_key, settings.data_dir)
     app.state.rate_limiter = build_rate_limiter(settings, app.state.secret)
+    app.state.resources = Resources(
+        [("", health.router)]
+        + [(API_PREFIX, feature) for feature in FEATURE_ROUTERS]
+        + [(DOUBLED_PREFIX, feature) for feature in FEATURE_ROUTERS]
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(_api_router(), prefix=API_PREFIX)
     # The seed page shows the path doubled; answer there too, outside the OpenAPI document.
     app.include_router(_api_router(), prefix=DOUBLED_PREFIX, include_in_schema=False)
+    declare_security(app, API_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.max_requests_in_flight:
         app.add_middleware(LoadShedMiddleware, max_in_flight=settings.max_requests_in_flight)

@@ -73,6 +73,24 @@ async def test_unknown_routes_and_methods_use_the_error_shape(anon, method, path
     assert set(response.json()) == {"detail", "code"}
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/external/v1/customers/metrics", "GET, POST"),
+        ("PUT", "/external/v1/customers/metrics/values", "POST"),
+        ("PUT", "/external/v1/customers/metrics/METRIC-001", "DELETE, GET, PATCH"),
+        ("POST", "/external/v1/customers/acme", "DELETE, GET, PATCH, PUT"),
+        ("PATCH", "/external/v1/customers/acme/metrics/arr/values", "DELETE, GET, POST"),
+        ("OPTIONS", "/external/v1/external/v1/customers/metrics", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_resource(anon, method, path, allow):
+    response = await anon.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+
+
 async def test_streamed_body_over_the_limit_is_413(client, app):
     limit = app.state.settings.max_body_bytes
 

@@ -83,13 +83,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return ASCIIJSONResponse(validation_body(list(exc.errors())), status_code=422)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     detail = _HTTP_DETAILS.get(exc.status_code) or str(exc.detail)
-    return ASCIIJSONResponse(
-        error_body(detail, code), status_code=exc.status_code, headers=exc.headers
-    )
+    headers = exc.headers
+    if exc.status_code == 405:
+        allow = request.app.state.resources.allow(request.scope["path"])
+        headers = {**(headers or {}), **({"Allow": allow} if allow else {})}
+    return ASCIIJSONResponse(error_body(detail, code), status_code=exc.status_code, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from customer_metrics.api.errors import error_body
+from customer_metrics.api.openapi import ErrorOut
 from customer_metrics.storage.migrate import is_up_to_date
 
 router = APIRouter(tags=["operations"])
@@ -20,7 +21,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database unreachable or not migrated"}})
+@router.get(
+    "/readyz",
+    responses={503: {"model": ErrorOut, "description": "Database unreachable or not migrated"}},
+)
 async def readyz(request: Request) -> Response:
     state = request.app.state
     try:
@@ -34,6 +38,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

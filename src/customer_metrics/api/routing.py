@@ -1,13 +1,16 @@
-"""The route class every API route uses: JSON bodies only (415 otherwise), parsed strictly."""
+"""The route class every API route uses: JSON bodies only (415 otherwise), parsed strictly,
+and always a JSON object."""
 
 from __future__ import annotations
 
 import email.message
+import json
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
@@ -32,6 +35,27 @@ class StrictJSONRequest(Request):
         return self._json
 
 
+async def require_object(request: StrictJSONRequest) -> None:
+    """Every request body of this API is a JSON object. FastAPI validates bodies with
+    `from_attributes`, so a bare fraction (parsed as a Decimal, an object with attributes)
+    would otherwise pass as a model whose fields are all optional."""
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return  # FastAPI parses it again and answers 422 json_invalid
+    if not isinstance(body, dict):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "dict_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a JSON object",
+                    "input": body,
+                }
+            ]
+        )
+
+
 class StrictRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -47,6 +71,8 @@ class StrictRoute(APIRoute):
                         "Send the body as JSON with 'Content-Type: application/json'."
                     )
                 strict._body = body
+                if body:
+                    await require_object(strict)
             try:
                 try:
                     response = await handler(strict)

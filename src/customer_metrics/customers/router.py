@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.openapi import CUSTOMER_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
 from customer_metrics.customers.schemas import (
+    CUSTOMER_ID_SCHEMA,
     CustomerCreate,
     CustomerOut,
     CustomerPage,
@@ -34,6 +36,9 @@ async def customer_service(
 
 
 Service = Annotated[CustomerService, Depends(customer_service)]
+# What a customer id may be is checked by the service (a PUT or a write answers 422; a read of an
+# id that cannot exist answers 404); the document says it.
+CustomerIdPath = Annotated[str, Path(json_schema_extra=CUSTOMER_ID_SCHEMA)]
 
 
 def to_out(row: CustomerRow) -> CustomerOut:
@@ -54,7 +59,24 @@ def _location(row: CustomerRow) -> str:
     return f"/external/v1/customers/{quote(row.customer_id, safe='')}"
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CustomerOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CustomerOut,
+    responses={
+        **links(
+            201,
+            CUSTOMER_REF,
+            "get_customer",
+            "put_customer",
+            "update_customer",
+            "delete_customer",
+            "record_value",
+            "get_current_values",
+        ),
+        **errors(409, 415),
+    },
+)
 async def create_customer(
     body: CustomerCreate, service: Service, session: DbSession, response: Response
 ) -> CustomerOut:
@@ -78,18 +100,18 @@ async def list_customers(
     return CustomerPage(data=[to_out(r) for r in rows[:limit]], next_cursor=next_cursor)
 
 
-@router.get("/{customer_id}", response_model=CustomerOut)
-async def get_customer(customer_id: str, service: Service) -> CustomerOut:
+@router.get("/{customer_id}", response_model=CustomerOut, responses=errors(404))
+async def get_customer(customer_id: CustomerIdPath, service: Service) -> CustomerOut:
     return to_out(await service.get(customer_id))
 
 
 @router.put(
     "/{customer_id}",
     response_model=CustomerOut,
-    responses={201: {"model": CustomerOut, "description": "Created"}},
+    responses={201: {"model": CustomerOut, "description": "Created"}, **errors(415)},
 )
 async def put_customer(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     body: CustomerReplace,
     service: Service,
     session: DbSession,
@@ -103,9 +125,9 @@ async def put_customer(
     return to_out(row)
 
 
-@router.patch("/{customer_id}", response_model=CustomerOut)
+@router.patch("/{customer_id}", response_model=CustomerOut, responses=errors(404, 409, 415))
 async def update_customer(
-    customer_id: str, body: CustomerUpdate, service: Service, session: DbSession
+    customer_id: CustomerIdPath, body: CustomerUpdate, service: Service, session: DbSession
 ) -> CustomerOut:
     changes = {field: getattr(body, field) for field in body.model_fields_set}
     row = await service.update(customer_id, changes)
@@ -113,8 +135,10 @@ async def update_customer(
     return to_out(row)
 
 
-@router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_customer(customer_id: str, service: Service, session: DbSession) -> Response:
+@router.delete("/{customer_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409))
+async def delete_customer(
+    customer_id: CustomerIdPath, service: Service, session: DbSession
+) -> Response:
     await service.delete(customer_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,14 +6,13 @@ import re
 
 from customer_metrics import clock
 from customer_metrics.customers.repository import CustomerRepository, CustomerRow
+from customer_metrics.customers.schemas import EMAIL_MAX, NAME_MAX
 from customer_metrics.errors import Conflict, InvalidRequest, NotFound
 from customer_metrics.limits import Limits, check_length
 from customer_metrics.text import check_characters, is_clean, normalize_label
 
 # `/customers/metrics…` and `/customers/search` are routes, so these can never be customer ids.
 RESERVED_IDS = frozenset({"metrics", "search"})
-NAME_MAX = 255
-EMAIL_MAX = 320
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.openapi import METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.metrics.refs import format_metric_id
@@ -63,7 +64,26 @@ def _fields(row: MetricRow) -> dict[str, object]:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=MetricOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MetricOut,
+    responses={
+        **links(
+            201,
+            METRIC_REF,
+            "get_metric",
+            "update_metric",
+            "delete_metric",
+            "record_value",
+            "list_values",
+            "delete_values",
+            "summarize_metric",
+            "metric_series",
+        ),
+        **errors(409, 415),
+    },
+)
 async def create_metric(
     body: MetricCreate, service: Service, session: DbSession, response: Response
 ) -> MetricOut:
@@ -93,7 +113,7 @@ async def list_metrics(
     return MetricPage(data=[to_out(r) for r in rows[:limit]], next_cursor=next_cursor)
 
 
-@router.get("/{ref}", response_model=MetricDetailOut)
+@router.get("/{ref}", response_model=MetricDetailOut, responses=errors(404))
 async def get_metric(ref: str, service: Service) -> MetricDetailOut:
     row = await service.get(ref)
     usage = await service.usage(row)
@@ -105,7 +125,7 @@ async def get_metric(ref: str, service: Service) -> MetricDetailOut:
     )
 
 
-@router.patch("/{ref}", response_model=MetricOut)
+@router.patch("/{ref}", response_model=MetricOut, responses=errors(404, 409, 415))
 async def update_metric(
     ref: str, body: MetricUpdate, service: Service, session: DbSession
 ) -> MetricOut:
@@ -114,7 +134,7 @@ async def update_metric(
     return to_out(row)
 
 
-@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409))
 async def delete_metric(
     ref: str, service: Service, session: DbSession, cascade: bool = False
 ) -> Response:

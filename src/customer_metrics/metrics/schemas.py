@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
-from customer_metrics.text import CleanStr, LabelStr, Timestamp
+from customer_metrics.limits import ALLOWED_VALUES_MAX, UNIT_MAX, Limits
+from customer_metrics.metrics.refs import KEY_PATTERN
+from customer_metrics.text import CleanStr, Documented, LabelStr, Timestamp
 
 DATA_TYPES = ("NUMBER", "INTEGER", "STRING", "BOOLEAN", "DATE", "DATETIME")
 
@@ -23,33 +27,51 @@ DataType = Annotated[
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
+# Lengths are checked by the service against the configured limits; the document states the
+# defaults.
+_DEFAULT = Limits()
+Name = Annotated[LabelStr, Documented(maxLength=_DEFAULT.name)]
+Description = Annotated[CleanStr, Documented(maxLength=_DEFAULT.description)]
+Key = Annotated[LabelStr, Documented(pattern=KEY_PATTERN.pattern)]
+Unit = Annotated[LabelStr, Documented(maxLength=UNIT_MAX)]
+AllowedValues = Annotated[
+    list[Annotated[CleanStr, Documented(minLength=1, maxLength=_DEFAULT.string_value)]],
+    Documented(minItems=1, maxItems=ALLOWED_VALUES_MAX, uniqueItems=True),
+]
+# `allowed_values` is for STRING metrics only.
+_ALLOWED_VALUES_FOR_STRINGS: JsonDict = {
+    "anyOf": [
+        {"properties": {"data_type": {"const": "STRING"}}},
+        {"properties": {"allowed_values": {"type": "null"}}},
+    ]
+}
+
 
 class MetricCreate(BaseModel):
-    model_config = STRICT
+    model_config = STRICT | ConfigDict(json_schema_extra=_ALLOWED_VALUES_FOR_STRINGS)
 
-    name: LabelStr = Field(examples=["Customer Tier"])
+    name: Name = Field(examples=["Customer Tier"])
     data_type: DataType
-    description: CleanStr | None = None
-    key: LabelStr | None = Field(
-        default=None, description="`^[a-z][a-z0-9_]{0,63}$`; derived from the name when omitted."
-    )
-    unit: LabelStr | None = Field(default=None, examples=["USD"])
-    allowed_values: list[CleanStr] | None = Field(
-        default=None, description="STRING only: the closed set of values (1-500 distinct)."
+    description: Description | None = None
+    key: Key | None = Field(default=None, description="Derived from the name when omitted.")
+    unit: Unit | None = Field(default=None, examples=["USD"])
+    allowed_values: AllowedValues | None = Field(
+        default=None, description="STRING only: the closed set of values."
     )
 
 
 class MetricUpdate(BaseModel):
-    """Only the fields sent are changed; `key`, `id` and `metric_id` never change."""
+    """Only the fields sent are changed; `key`, `id` and `metric_id` never change. `name`,
+    `data_type` and `archived` cannot be null (so the document leaves null out)."""
 
     model_config = STRICT
 
-    name: LabelStr | None = None
-    description: CleanStr | None = None
-    data_type: DataType | None = None
-    unit: LabelStr | None = None
-    allowed_values: list[CleanStr] | None = None
-    archived: bool | None = None
+    name: Name | SkipJsonSchema[None] = None
+    description: Description | None = None
+    data_type: DataType | SkipJsonSchema[None] = None
+    unit: Unit | None = None
+    allowed_values: AllowedValues | None = None
+    archived: bool | SkipJsonSchema[None] = None
 
 
 class MetricOut(BaseModel):

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from customer_metrics import clock
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession, reads_only
+from customer_metrics.api.openapi import errors
 from customer_metrics.api.pagination import decode_cursor, encode_cursor
+from customer_metrics.api.params import TIME, TimeQuery
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
@@ -18,7 +20,7 @@ from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricRepository
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.queries.repository import SearchRepository
-from customer_metrics.queries.schemas import SearchRequest, SearchResult
+from customer_metrics.queries.schemas import SearchRequest, SearchResult, SeriesOut, SummaryOut
 from customer_metrics.queries.series import SeriesService
 from customer_metrics.queries.series_repository import SeriesRepository
 from customer_metrics.queries.service import SearchService
@@ -42,7 +44,9 @@ async def search_service(
     )
 
 
-@router.post("/search", response_model=SearchResult, response_class=ExactJSONResponse)
+@router.post(
+    "/search", response_model=SearchResult, response_class=ExactJSONResponse, responses=errors(415)
+)
 @reads_only
 async def search_customers(
     body: SearchRequest, service: Annotated[SearchService, Depends(search_service)]
@@ -76,12 +80,17 @@ async def metric_lookup(
 Metrics = Annotated[MetricService, Depends(metric_lookup)]
 
 
-@router.get("/metrics/{ref}/summary", response_class=ExactJSONResponse)
+@router.get(
+    "/metrics/{ref}/summary",
+    response_model=SummaryOut,
+    response_class=ExactJSONResponse,
+    responses=errors(404),
+)
 async def summarize_metric(
     ref: str,
     metrics: Metrics,
     service: Annotated[SummaryService, Depends(summary_service)],
-    as_of: Annotated[str | None, Query(max_length=64, description="RFC 3339 with a zone.")] = None,
+    as_of: TimeQuery = None,
 ) -> ExactJSONResponse:
     """Across customers' current values (or their values as of `as_of`)."""
     metric = await metrics.get(ref)
@@ -98,14 +107,19 @@ async def summarize_metric(
     )
 
 
-@router.get("/metrics/{ref}/series", response_class=ExactJSONResponse)
+@router.get(
+    "/metrics/{ref}/series",
+    response_model=SeriesOut,
+    response_class=ExactJSONResponse,
+    responses=errors(404),
+)
 async def metric_series(
     ref: str,
     metrics: Metrics,
     customers: Annotated[CustomerService, Depends(customer_lookup)],
     service: Annotated[SeriesService, Depends(series_service)],
-    start: Annotated[str, Query(alias="from", max_length=64, description="RFC 3339 with a zone.")],
-    end: Annotated[str, Query(alias="to", max_length=64, description="RFC 3339 with a zone.")],
+    start: Annotated[str, Query(alias="from", **TIME)],
+    end: Annotated[str, Query(alias="to", **TIME)],
     interval: Literal["hour", "day", "week", "month"] = "day",
     tz: Annotated[str, Query(max_length=64, description="IANA time zone.")] = "UTC",
     agg: Literal[

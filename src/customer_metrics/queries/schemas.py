@@ -6,12 +6,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 STRICT = ConfigDict(extra="forbid", strict=True)
+# A sort key names a metric or a field (the other absent or null), as the service checks.
+_METRIC_OR_FIELD: JsonDict = {
+    "oneOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("metric", "field")
+    ]
+}
 
 
 class SortKey(BaseModel):
-    model_config = STRICT
+    model_config = STRICT | ConfigDict(json_schema_extra=_METRIC_OR_FIELD)
 
     metric: str | None = Field(default=None, description="A metric ref.")
     field: Literal["customer_id", "name", "email", "time_created"] | None = None
@@ -46,3 +54,41 @@ class SearchResult(BaseModel):
     data: list[SearchHit]
     next_cursor: str | None
     count: int | None = None
+
+
+class ValueCount(BaseModel):
+    value: Any
+    count: int
+
+
+class SummaryOut(BaseModel):
+    """NUMBER and INTEGER metrics carry sum, min, max, avg, p50, p90, p99 (null when `count` is
+    0); STRING and BOOLEAN carry `values`, the 50 most frequent; DATE and DATETIME min and max."""
+
+    metric_id: str
+    data_type: str
+    as_of: str
+    count: int
+    sum: Any = None
+    min: Any = None
+    max: Any = None
+    avg: Any = None
+    p50: Any = None
+    p90: Any = None
+    p99: Any = None
+    values: list[ValueCount] | None = None
+
+
+class BucketOut(BaseModel):
+    start: str
+    end: str
+    value: Any
+    count: int
+
+
+class SeriesOut(BaseModel):
+    metric_id: str
+    interval: str
+    tz: str
+    agg: str
+    data: list[BucketOut]

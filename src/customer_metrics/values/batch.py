@@ -17,10 +17,9 @@ from customer_metrics.metrics.repository import MetricRepository, MetricRow
 from customer_metrics.metrics.service import resolve_refs
 from customer_metrics.values.prepare import PreparedWrite, archived_error, prepare_write
 from customer_metrics.values.repository import StoredObservation, ValueRepository
-from customer_metrics.values.schemas import BatchItem
+from customer_metrics.values.schemas import BATCH_MAX_ITEMS, BatchItem
 from customer_metrics.values.service import ValueService
 
-MAX_ITEMS = 10_000
 _item = TypeAdapter(BatchItem)
 
 
@@ -67,9 +66,9 @@ class BatchService:
         self._limits = limits
 
     async def write(self, items: list[dict[str, Any]], atomic: bool, create: bool) -> BatchOutcome:
-        if len(items) > MAX_ITEMS:
+        if len(items) > BATCH_MAX_ITEMS:
             raise InvalidRequest(
-                ("body", "values"), f"A batch holds at most {MAX_ITEMS} items", "too_long"
+                ("body", "values"), f"A batch holds at most {BATCH_MAX_ITEMS} items", "too_long"
             )
         outcome = BatchOutcome()
         parsed = self._parse(items, outcome)

@@ -11,8 +11,8 @@ from customer_metrics.errors import Conflict, InvalidRequest
 from customer_metrics.limits import Limits, check_length
 from customer_metrics.metrics.repository import MetricRow
 from customer_metrics.values import typed
+from customer_metrics.values.schemas import SOURCE_MAX
 
-SOURCE_MAX = 100
 NUMERIC_TYPES = frozenset({"NUMBER", "INTEGER"})
 
 Loc = tuple[str | int, ...]

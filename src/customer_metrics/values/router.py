@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from customer_metrics.api.params import FromQuery, TimeQuery, ToQuery
 from customer_metrics.api.responses import ExactJSONResponse
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
 from customer_metrics.customers.repository import CustomerRepository
+from customer_metrics.customers.router import CustomerIdPath
 from customer_metrics.customers.service import CustomerService
 from customer_metrics.errors import InvalidRequest
 from customer_metrics.metrics.refs import format_metric_id
@@ -42,8 +45,6 @@ batch_router = APIRouter(
     tags=["metric values"],
     route_class=StrictRoute,
 )
-
-TimeQuery = Annotated[str | None, Query(description="RFC 3339 with a zone.", max_length=64)]
 
 
 async def value_service(
@@ -82,9 +83,13 @@ def observation_out(
     status_code=status.HTTP_201_CREATED,
     response_model=ObservationOut,
     response_class=ExactJSONResponse,
+    responses={
+        **links(201, {**CUSTOMER_REF, **METRIC_REF}, "list_values", "delete_values"),
+        **errors(404, 409, 415),
+    },
 )
 async def record_value(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     ref: str,
     body: ValueWrite,
     service: Service,
@@ -102,10 +107,13 @@ async def record_value(
 
 
 @router.get(
-    "/{customer_id}/metrics", response_model=CurrentValues, response_class=ExactJSONResponse
+    "/{customer_id}/metrics",
+    response_model=CurrentValues,
+    response_class=ExactJSONResponse,
+    responses=errors(404),
 )
 async def get_current_values(
-    customer_id: str, service: Service, as_of: TimeQuery = None
+    customer_id: CustomerIdPath, service: Service, as_of: TimeQuery = None
 ) -> ExactJSONResponse:
     rows = await service.current(customer_id, _time(as_of, "as_of"))
     data = [
@@ -127,13 +135,14 @@ async def get_current_values(
     "/{customer_id}/metrics/{ref}/values",
     response_model=ObservationPage,
     response_class=ExactJSONResponse,
+    responses=errors(404),
 )
 async def list_values(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     ref: str,
     service: Service,
-    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ExactJSONResponse:
@@ -161,14 +170,15 @@ def _cursor_time(position: object) -> datetime:
 @router.delete(
     "/{customer_id}/metrics/{ref}/values",
     response_model=Deleted,
+    responses=errors(404, 409),
 )
 async def delete_values(
-    customer_id: str,
+    customer_id: CustomerIdPath,
     ref: str,
     service: Service,
     session: DbSession,
-    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
 ) -> Deleted:
     deleted = await service.delete(customer_id, ref, _time(start, "from"), _time(end, "to"))
     await session.commit()
@@ -197,7 +207,10 @@ def _batch_body(outcome: BatchOutcome) -> dict[str, object]:
 @batch_router.post(
     "/customers/metrics/values",
     response_model=BatchResult,
-    responses={422: {"description": "Atomic batch with a bad item, or a malformed body"}},
+    responses={
+        422: {"description": "Atomic batch with a bad item, or a malformed body"},
+        **errors(409, 415),
+    },
 )
 async def write_values_batch(
     body: BatchWrite,
