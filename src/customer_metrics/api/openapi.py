@@ -28,10 +28,22 @@ _DESCRIPTIONS = {
     ),
     413: "The request body is over the limit (`payload_too_large`).",
     415: "The body was not sent as JSON (`unsupported_media_type`).",
-    503: "No database connection could be had (`unavailable`, with `Retry-After`); retry.",
+    429: (
+        "Over the API key's rate limit (`rate_limited`, with `Retry-After`, `RateLimit` and "
+        "`RateLimit-Policy`); nothing was done."
+    ),
+    503: (
+        "No database connection could be had, or the server is shedding load "
+        "(`unavailable`, with `Retry-After`); retry."
+    ),
 }
 _HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {"schema": {"type": "string"}},
+        "RateLimit": {"schema": {"type": "string"}},
+        "RateLimit-Policy": {"schema": {"type": "string"}},
+    },
     503: {"Retry-After": {"schema": {"type": "string"}}},
 }
 
@@ -45,8 +57,9 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every route under the base path: it authenticates, takes a body limit, and needs the database.
-EVERY_API_ROUTE = errors(401, 413, 503)
+# Every route under the base path: it authenticates (and is rate limited per key), takes a
+# body limit, can be shed under load, and needs the database.
+EVERY_API_ROUTE = errors(401, 413, 429, 503)
 
 
 def operation_id(route: APIRoute) -> str:
