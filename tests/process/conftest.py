@@ -61,6 +61,7 @@ class ServerProcess:
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.workdir = workdir
         self.env = env
+        self.workers = 1  # `serve --workers`, from the next start on
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -91,7 +92,16 @@ class ServerProcess:
             log.write(f"\n===== start #{self.starts} on port {self.port} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [
+                    _executable(),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -127,6 +137,38 @@ class ServerProcess:
         if self.process is not None:
             self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
             self.process = None
+
+    def terminate(self) -> None:
+        """SIGTERM to `customer-metrics serve` alone, as a container runtime sends it; with
+        `--workers` it is the server's own job to pass it on."""
+        assert self.process is not None, "server not running"
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status of a terminated server (then reaps any worker left behind)."""
+        assert self.process is not None, "server not running"
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            self.process = None
+
+    def serving_pids(self) -> list[int]:
+        """The processes that serve requests: the server itself, or with `--workers` the
+        worker processes it spawned (not its multiprocessing resource tracker)."""
+        assert self.process is not None, "server not running"
+        leader = self.process.pid
+        if self.workers == 1:
+            return [leader]
+        workers = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                # The field after the parenthesised command name is the state, then the ppid.
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == leader and b"spawn_main" in (proc / "cmdline").read_bytes():
+                    workers.append(int(proc.name))
+        return workers
 
     def stop(self) -> None:
         """SIGTERM the process group; SIGKILL whatever is still there after a grace period."""
