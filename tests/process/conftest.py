@@ -21,7 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from customer_metrics.api_keys.secrets import redact_keys
 from customer_metrics.storage import migrate
+from tests import leaks
 from tests.conftest import Backend, create_postgres_database, drop_postgres_database
 
 API_PATH = "/external/v1"
@@ -78,7 +80,11 @@ class ServerProcess:
     def client(self, api_key: str | None = None, **options: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         return httpx.AsyncClient(
-            base_url=self.api_url, headers=headers, timeout=httpx.Timeout(60.0), **options
+            base_url=self.api_url,
+            headers=headers,
+            timeout=httpx.Timeout(60.0),
+            event_hooks=leaks.RESPONSE_HOOKS,  # no response may carry a key
+            **options,
         )
 
     def log(self) -> str:
@@ -201,8 +207,11 @@ class ServerProcess:
             check=False,
         )
         with self.log_path.open("a") as log:
-            log.write(f"\n----- cli {' '.join(args)} -> exit {done.returncode} -----\n")
+            # (The harness's own note of the command: a key given as an argument is cut.)
+            command = redact_keys(" ".join(args))
+            log.write(f"\n----- cli {command} -> exit {done.returncode} -----\n")
             log.write(done.stderr)
+        leaks.remember_printed(done.stdout)  # `org create`, `key create`
         return done
 
     def cli_json(self, *args: str) -> Any:
@@ -241,6 +250,12 @@ def server(
             migrate.upgrade(database_url)
         process.start()
         yield process
+        process.stop()
+        # What the server printed and logged, and its database, hold none of the keys made.
+        output = leaks.without_bootstrap_notice(process.log())
+        leaks.assert_no_key_in(output, f"the server's output ({process.log_path})")
+        sqlite_path = None if database_url else Path(env["CM_DATA_DIR"]) / "customer-metrics.db"
+        leaks.assert_no_key_in(leaks.dump_database(database_url, sqlite_path), "its database")
     finally:
         process.stop()
         if database_url:
