@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from customer_metrics import serving
@@ -62,7 +63,7 @@ def _in_transaction(settings: Settings, work: Callable[[Session], Awaitable[T]])
     try:
         return asyncio.run(run())
     except AppError as error:
-        err.print(f"[red]error:[/red] {error.detail}")
+        err.print(f"[red]error:[/red] {escape(error.detail)}")
         raise typer.Exit(1) from None
 
 
