@@ -366,7 +366,7 @@ async def test_requests_still_running_at_the_shutdown_timeout_are_cut_off_unstor
     server: ServerProcess,
 ):
     """CM_SHUTDOWN_TIMEOUT_SECONDS bounds the drain: a request still held then is cancelled
-    (rolled back, never answered), and the server exits."""
+    (rolled back, never acknowledged), and the server exits."""
     api_key, (events, _) = await _prepare(server, workers=1, CM_SHUTDOWN_TIMEOUT_SECONDS="1")
     lock = DatabaseLock(server)
     await lock.take()
@@ -384,16 +384,21 @@ async def test_requests_still_running_at_the_shutdown_timeout_are_cut_off_unstor
             signalled = time.monotonic()
             status = await asyncio.to_thread(server.wait_exit, EXIT_TIMEOUT)
             exited_after = time.monotonic() - signalled
-            with pytest.raises(httpx.TransportError):
-                await held
+            # Cancelled: uvicorn answers a plain 500 if it still can, else the connection is cut.
+            outcome = (await asyncio.gather(held, return_exceptions=True))[0]
     finally:
         await lock.release()
     assert status in (0, -signal.SIGTERM), status
     assert exited_after < 5, exited_after
     assert "Cancel 1 running task(s), timeout graceful shutdown exceeded" in server.log()
+    if isinstance(outcome, httpx.Response):
+        assert outcome.status_code == 500, outcome.text
+    else:
+        assert isinstance(outcome, httpx.TransportError), outcome
 
     server.start()
     async with server.client(api_key) as client:
         stored = await client.get("/customers/held/metrics")
     assert stored.status_code == 404, stored.text
-    print(f"exited {exited_after:.2f}s after SIGTERM, the held request cut off and not stored")
+    cut = "answered 500" if isinstance(outcome, httpx.Response) else "cut off"
+    print(f"exited {exited_after:.2f}s after SIGTERM, the held request {cut}, not stored")
