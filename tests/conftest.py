@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +16,11 @@ import asyncpg
 import httpx
 import pytest
 
+from customer_metrics.api_keys import secrets
 from customer_metrics.main import create_app
 from customer_metrics.settings import Settings
 from customer_metrics.storage import migrate
+from tests import leaks
 from tests.builders import Org, create_org
 
 BACKENDS = [b for b in os.environ.get("CM_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
@@ -70,6 +72,16 @@ def make_settings(tmp: Path, database_url: str = "") -> Settings:
     return Settings(database_url=database_url, data_dir=tmp, secret_key="test-secret-" + tmp.name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def remember_issued_keys() -> Iterator[None]:
+    """Every key made in this process (builders, the command line run in-process, `serve`'s
+    first key) is remembered, to be searched for where no key may be."""
+    issue = secrets.new_key
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(secrets, "new_key", lambda: leaks.remember(issue()))
+        yield
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -79,14 +91,21 @@ def backend(
         settings = make_settings(tmp)
         migrate.upgrade(settings.resolved_database_url)
         yield Backend("sqlite", settings)
+        _assert_no_key_stored(settings.resolved_database_url, tmp / "customer-metrics.db")
         return
     url = create_postgres_database()
     try:
         settings = make_settings(tmp, url)
         migrate.upgrade(url)
         yield Backend("postgres", settings)
+        _assert_no_key_stored(url, None)
     finally:
         drop_postgres_database(url)
+
+
+def _assert_no_key_stored(url: str, sqlite_path: Path | None) -> None:
+    """After the session's last test on this database: none of the keys it made is stored."""
+    leaks.assert_no_key_in(leaks.dump_database(url, sqlite_path), f"the session's database {url}")
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +118,9 @@ async def app(backend: Backend) -> AsyncIterator[object]:
 @pytest.fixture(scope="session")
 async def anon(app: object) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", event_hooks=leaks.RESPONSE_HOOKS
+    ) as client:
         yield client
 
 
@@ -114,6 +135,7 @@ def api_client(app: object, api_key: str | None = None) -> httpx.AsyncClient:
         transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
         base_url="http://test/external/v1",
         headers=headers,
+        event_hooks=leaks.RESPONSE_HOOKS,  # no response may carry a key
     )
 
 
@@ -121,3 +143,27 @@ def api_client(app: object, api_key: str | None = None) -> httpx.AsyncClient:
 async def client(app: object, org: Org) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(app, org.api_key) as scoped:
         yield scoped
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """What the service logged (and anything else printed) during a test holds no key.
+
+    The output as written (the service's log handler redacts keys), not pytest's copy of the
+    log records, which it takes before any handler formats them."""
+    report = yield
+    written = (
+        text
+        for title, text in report.sections
+        if title in (f"Captured stdout {report.when}", f"Captured stderr {report.when}")
+    )
+    found = leaks.leaked("".join(written))
+    if found:
+        message = f"API key(s) {found} in the output written during {report.when}"
+        report.sections.append(("API keys leaked", message))
+        if not report.failed:
+            report.outcome = "failed"
+            report.longrepr = message
+    return report

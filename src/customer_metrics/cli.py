@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
-import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from customer_metrics import serving
 from customer_metrics.api_keys.repository import ApiKeyRepository
 from customer_metrics.api_keys.secrets import load_or_create_secret
 from customer_metrics.api_keys.service import ApiKeyService
@@ -62,7 +63,7 @@ def _in_transaction(settings: Settings, work: Callable[[Session], Awaitable[T]])
     try:
         return asyncio.run(run())
     except AppError as error:
-        err.print(f"[red]error:[/red] {error.detail}")
+        err.print(f"[red]error:[/red] {escape(error.detail)}")
         raise typer.Exit(1) from None
 
 
@@ -107,18 +108,7 @@ def serve(
     if worker_count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers write their counters here so /metrics adds up every worker, not just one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cm-prometheus-")
-    uvicorn.run(
-        "customer_metrics.main:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=worker_count,
-        log_level=settings.log_level,
-        # Our middleware logs each request with its X-Request-ID (at debug level); uvicorn's
-        # access log cannot carry it and costs a write per request.
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    serving.run(settings, host or settings.host, port or settings.port, worker_count)
 
 
 def _is_migrated(settings: Settings) -> bool:

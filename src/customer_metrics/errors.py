@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from customer_metrics.api_keys.secrets import redact_keys
+
 
 class AppError(Exception):
     status_code = 500
     code = "internal_error"
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        # Messages quote what the caller sent (a ref, a customer id): never a key.
+        self.detail = redact_keys(detail)
+        super().__init__(self.detail)
 
 
 class NotFound(AppError):

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # On SIGTERM: how long requests in flight may take to finish before they are cancelled.
+    shutdown_timeout_seconds: int = Field(default=30, ge=0)
     log_level: str = "info"
     pool_size: int = 20
     max_body_bytes: int = 10 * 1024 * 1024

@@ -21,7 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from customer_metrics.api_keys.secrets import redact_keys
 from customer_metrics.storage import migrate
+from tests import leaks
 from tests.conftest import Backend, create_postgres_database, drop_postgres_database
 
 API_PATH = "/external/v1"
@@ -61,6 +63,7 @@ class ServerProcess:
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.workdir = workdir
         self.env = env
+        self.workers = 1  # `serve --workers`, from the next start on
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -77,7 +80,11 @@ class ServerProcess:
     def client(self, api_key: str | None = None, **options: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         return httpx.AsyncClient(
-            base_url=self.api_url, headers=headers, timeout=httpx.Timeout(60.0), **options
+            base_url=self.api_url,
+            headers=headers,
+            timeout=httpx.Timeout(60.0),
+            event_hooks=leaks.RESPONSE_HOOKS,  # no response may carry a key
+            **options,
         )
 
     def log(self) -> str:
@@ -91,7 +98,16 @@ class ServerProcess:
             log.write(f"\n===== start #{self.starts} on port {self.port} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [
+                    _executable(),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                ],
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -128,6 +144,38 @@ class ServerProcess:
             self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
             self.process = None
 
+    def terminate(self) -> None:
+        """SIGTERM to `customer-metrics serve` alone, as a container runtime sends it; with
+        `--workers` it is the server's own job to pass it on."""
+        assert self.process is not None, "server not running"
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status of a terminated server (then reaps any worker left behind)."""
+        assert self.process is not None, "server not running"
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            self.process = None
+
+    def serving_pids(self) -> list[int]:
+        """The processes that serve requests: the server itself, or with `--workers` the
+        worker processes it spawned (not its multiprocessing resource tracker)."""
+        assert self.process is not None, "server not running"
+        leader = self.process.pid
+        if self.workers == 1:
+            return [leader]
+        workers = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                # The field after the parenthesised command name is the state, then the ppid.
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == leader and b"spawn_main" in (proc / "cmdline").read_bytes():
+                    workers.append(int(proc.name))
+        return workers
+
     def stop(self) -> None:
         """SIGTERM the process group; SIGKILL whatever is still there after a grace period."""
         if self.process is None:
@@ -159,8 +207,11 @@ class ServerProcess:
             check=False,
         )
         with self.log_path.open("a") as log:
-            log.write(f"\n----- cli {' '.join(args)} -> exit {done.returncode} -----\n")
+            # (The harness's own note of the command: a key given as an argument is cut.)
+            command = redact_keys(" ".join(args))
+            log.write(f"\n----- cli {command} -> exit {done.returncode} -----\n")
             log.write(done.stderr)
+        leaks.remember_printed(done.stdout)  # `org create`, `key create`
         return done
 
     def cli_json(self, *args: str) -> Any:
@@ -199,6 +250,12 @@ def server(
             migrate.upgrade(database_url)
         process.start()
         yield process
+        process.stop()
+        # What the server printed and logged, and its database, hold none of the keys made.
+        output = leaks.without_bootstrap_notice(process.log())
+        leaks.assert_no_key_in(output, f"the server's output ({process.log_path})")
+        sqlite_path = None if database_url else Path(env["CM_DATA_DIR"]) / "customer-metrics.db"
+        leaks.assert_no_key_in(leaks.dump_database(database_url, sqlite_path), "its database")
     finally:
         process.stop()
         if database_url:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from customer_metrics.api.idempotency import replay_response
+from customer_metrics.api_keys.secrets import redact_keys
 from customer_metrics.errors import AppError, InvalidRequest, RateLimited
 from customer_metrics.idempotency.service import Replay
 
@@ -47,7 +48,8 @@ def error_body(detail: str, code: str) -> dict[str, str]:
 
 
 def _scalar_input(item: dict[str, Any]) -> dict[str, Any]:
-    # Echo small scalar inputs only: a 10 MiB body is not worth sending back.
+    # Echo small scalar inputs only: a 10 MiB body is not worth sending back. An API key sent
+    # in a body field is not echoed either (error bodies end up in clients' logs).
     value = item.get("input")
     small = (
         value is None
@@ -56,6 +58,8 @@ def _scalar_input(item: dict[str, Any]) -> dict[str, Any]:
     )
     if not small:
         item.pop("input", None)
+    elif isinstance(value, str):
+        item["input"] = redact_keys(value)
     return item
 
 

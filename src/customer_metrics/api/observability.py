@@ -10,14 +10,17 @@ import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
+from customer_metrics.api_keys.secrets import is_well_formed, redact_keys
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def choose_request_id(sent: str | None) -> str:
-    """The caller's id when it is sane (short, printable, no spaces); else a new one."""
-    if sent and _SANE_ID.fullmatch(sent):
+    """The caller's id when it is sane (short, printable, no spaces, not an API key: the id is
+    echoed and goes into every log line); else a new one."""
+    if sent and _SANE_ID.fullmatch(sent) and not is_well_formed(sent):
         return sent
     return uuid.uuid4().hex
 
@@ -28,17 +31,37 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with any API key cut down to its prefix: a key sent where it
+    does not belong (a query string, which uvicorn logs at trace level; an exception message)
+    never reaches a log."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_keys(self.inner.format(record))
+
+
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+# uvicorn configures these before the app is created; their lines are redacted too.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.access")
 
 
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(RedactingFormatter(logging.Formatter(LOG_FORMAT)))
     root = logging.getLogger("customer_metrics")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    for name in _SERVER_LOGGERS:
+        for server_handler in logging.getLogger(name).handlers:
+            if not isinstance(server_handler.formatter, RedactingFormatter):
+                inner = server_handler.formatter or logging.Formatter()
+                server_handler.setFormatter(RedactingFormatter(inner))
 
 
 class Metrics:

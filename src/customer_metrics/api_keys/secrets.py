@@ -15,6 +15,8 @@ KEY_PREFIX = "cm_"
 KEY_BODY_LENGTH = 40
 PREFIX_LENGTH = len(KEY_PREFIX) + 8
 KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}[A-Za-z0-9]{{{KEY_BODY_LENGTH}}}$")
+_KEY_ANYWHERE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{{KEY_BODY_LENGTH}}}")
+REDACTED = "[redacted]"
 
 
 def new_key() -> str:
@@ -27,6 +29,15 @@ def display_prefix(key: str) -> str:
 
 def is_well_formed(key: str) -> bool:
     return KEY_PATTERN.fullmatch(key) is not None
+
+
+def redact_keys(text: str) -> str:
+    """`text` with anything shaped like a key cut down to its prefix. Error messages and logs
+    echo what callers send, and a caller may send its key where it does not belong (a body
+    field, a query string, a customer id)."""
+    if KEY_PREFIX not in text:
+        return text
+    return _KEY_ANYWHERE.sub(lambda key: display_prefix(key.group()) + REDACTED, text)
 
 
 def hash_key(key: str, secret: bytes) -> str:
