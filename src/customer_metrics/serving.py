@@ -48,6 +48,10 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
         # On SIGTERM, requests in flight get this long to finish; then they are cancelled
         # (rolled back, never answered) and the process exits.
         "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+        # The supervisor of --workers N replaces a worker that misses its health check; a
+        # worker starting up (imports) or deep in a 10k-item batch on a busy machine can take
+        # longer than uvicorn's 5 s default, and replacing it would cut its requests.
+        "timeout_worker_healthcheck": 30,
     }
     if workers == 1:
         uvicorn.run(APP, **options)
