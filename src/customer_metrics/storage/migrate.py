@@ -16,7 +16,8 @@ from customer_metrics.storage.database import Database
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(files("customer_metrics.storage") / "migrations"))
-    config.set_main_option("sqlalchemy.url", url)
+    # Alembic's config interpolates `%`: a URL-encoded password (`%27`) must be escaped.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
