@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy.engine import make_url
@@ -52,6 +53,22 @@ def test_a_role_that_bypasses_row_security_is_refused(owner_url):
     migrate.upgrade(owner_url)
     with pytest.raises(roles.RoleError, match="bypasses row-level security"):
         asyncio.run(roles.grant_app_role(owner_url, "postgres"))
+    owner = f"{make_url(owner_url).database}_owner"
+
+    async def hand_a_table_to(role: str) -> None:
+        conn = await asyncpg.connect(owner_url)
+        try:
+            await conn.execute(f'CREATE ROLE "{role}"; ALTER TABLE metrics OWNER TO "{role}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(hand_a_table_to(owner))
+    try:
+        with pytest.raises(roles.RoleError, match="owns the tables"):
+            asyncio.run(roles.grant_app_role(owner_url, owner))
+    finally:
+        drop_postgres_database(owner_url)
+        drop_app_role(make_url(owner_url).set(username=owner).render_as_string())
 
 
 def test_migrate_sets_up_an_app_role_the_service_runs_as(owner_url, tmp_path: Path):
@@ -59,6 +76,7 @@ def test_migrate_sets_up_an_app_role_the_service_runs_as(owner_url, tmp_path: Pa
     app_url = make_url(owner_url).set(username=role, password=PASSWORD)
     app_url_text = app_url.render_as_string(hide_password=False)
     env = {
+        "CM_MIGRATION_DATABASE_URL": "",
         "CM_DATABASE_URL": app_url_text,
         "CM_DATA_DIR": str(tmp_path),
         "CM_SECRET_KEY": "cli-secret",
@@ -103,6 +121,7 @@ async def _serve_one_tenant(settings: Settings, api_key: str) -> bool:
 
 
 def test_app_role_needs_postgresql(tmp_path: Path):
-    result = _cli("migrate", "--app-role", "cm_app", env={"CM_DATA_DIR": str(tmp_path)})
+    env = {"CM_DATA_DIR": str(tmp_path), "CM_DATABASE_URL": "", "CM_MIGRATION_DATABASE_URL": ""}
+    result = _cli("migrate", "--app-role", "cm_app", env=env)
     assert result.exit_code == 1
     assert "PostgreSQL" in result.output
