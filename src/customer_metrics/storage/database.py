@@ -4,6 +4,7 @@ request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -87,8 +88,12 @@ class Database:
 
     async def release(self, connection: asyncpg.Connection, *, broken: bool = False) -> None:
         assert self._pool is not None
-        if broken and not connection.is_closed():
-            connection.terminate()  # the pool opens a new one in its place
+        if broken:
+            # A connection asyncpg saw die is already back in the pool, detached from this
+            # handle, whose every method then raises.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                if not connection.is_closed():
+                    connection.terminate()  # the pool opens a new one in its place
         await self._pool.release(connection)
 
     async def dispose(self) -> None:
