@@ -1,5 +1,10 @@
 """Every test runs against SQLite and PostgreSQL; the schema comes from the migrations.
 
+PostgreSQL runs twice: as the superuser that owns the tables (`postgres`, the benchmarks'
+set-up, where row-level security is bypassed) and as an app role set up by `migrate
+--app-role` (`postgres_app`, held to one organization per transaction by row-level
+security). The app role runs the API suite and the tests that name it (APP_ROLE_TESTS).
+
 Tests isolate themselves by tenant: each one creates its own organization and key, so one
 migrated database per backend serves a whole test session."""
 
@@ -15,15 +20,27 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from customer_metrics.api_keys import secrets
 from customer_metrics.main import create_app
 from customer_metrics.settings import Settings
-from customer_metrics.storage import migrate
+from customer_metrics.storage import migrate, roles
 from tests import leaks
 from tests.builders import Org, create_org
 
-BACKENDS = [b for b in os.environ.get("CM_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+BACKENDS = [
+    b for b in os.environ.get("CM_TEST_BACKENDS", "sqlite,postgres,postgres_app").split(",") if b
+]
+# What runs on `postgres_app` too (paths under tests/); the rest gains nothing from a third run.
+APP_ROLE_TESTS = (
+    "api/",
+    "test_cli.py",
+    "test_transfer.py",
+    "storage/test_row_security.py",
+    "process/test_concurrent_creates.py",
+    "process/test_concurrent_increments.py",
+)
 PG_ADMIN_URL = os.environ.get(
     "CM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -31,8 +48,10 @@ PG_ADMIN_URL = os.environ.get(
 
 @dataclass(frozen=True)
 class Backend:
-    name: str
+    name: str  # "sqlite" or "postgres"
     settings: Settings
+    # PostgreSQL as an app role: the owner's URL (migrations, inspection across tenants).
+    owner_url: str = ""
 
     @property
     def database_url(self) -> str:
@@ -68,6 +87,22 @@ def drop_postgres_database(url: str) -> None:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def create_app_role(owner_url: str) -> str:
+    """Migrates the database as its owner and sets up an app role of its own (roles are
+    shared by the whole server, so one per database); returns the URL that connects as it."""
+    migrate.upgrade(owner_url)
+    role = owner_url.rsplit("/", 1)[1] + "_app"
+    password = uuid.uuid4().hex
+    asyncio.run(roles.grant_app_role(owner_url, role, password))
+    url = make_url(owner_url).set(username=role, password=password)
+    return url.render_as_string(hide_password=False)
+
+
+def drop_app_role(app_url: str) -> None:
+    """After its database is dropped (which takes its grants along)."""
+    asyncio.run(_admin(f'DROP ROLE IF EXISTS "{make_url(app_url).username}"'))
+
+
 def make_settings(tmp: Path, database_url: str = "") -> Settings:
     return Settings(database_url=database_url, data_dir=tmp, secret_key="test-secret-" + tmp.name)
 
@@ -94,13 +129,32 @@ def backend(
         _assert_no_key_stored(settings.resolved_database_url, tmp / "customer-metrics.db")
         return
     url = create_postgres_database()
+    app_url = ""
     try:
-        settings = make_settings(tmp, url)
-        migrate.upgrade(url)
-        yield Backend("postgres", settings)
-        _assert_no_key_stored(url, None)
+        if request.param == "postgres_app":
+            app_url = create_app_role(url)
+            yield Backend("postgres", make_settings(tmp, app_url), owner_url=url)
+        else:
+            migrate.upgrade(url)
+            yield Backend("postgres", make_settings(tmp, url))
+        _assert_no_key_stored(url, None)  # as the owner, who sees every organization's rows
     finally:
         drop_postgres_database(url)
+        if app_url:
+            drop_app_role(app_url)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_app_role = params.get("backend") == "postgres_app"
+        path = item.path.relative_to(tests).as_posix()
+        (dropped if on_app_role and not path.startswith(APP_ROLE_TESTS) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def _assert_no_key_stored(url: str, sqlite_path: Path | None) -> None:

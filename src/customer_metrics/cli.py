@@ -24,6 +24,7 @@ from customer_metrics.organizations.repository import OrganizationRepository
 from customer_metrics.organizations.service import OrganizationService
 from customer_metrics.settings import Settings, get_settings
 from customer_metrics.storage import migrate as migrations
+from customer_metrics.storage import roles
 from customer_metrics.storage.database import Database, Session, open_session
 from customer_metrics.transfer import commands as transfer_commands
 
@@ -81,11 +82,61 @@ def _keys(settings: Settings, session: Session) -> ApiKeyService:
 
 
 @app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema (safe to run again)."""
+def migrate(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Connect as the tables' owner (default: CM_MIGRATION_DATABASE_URL, "
+            "else CM_DATABASE_URL).",
+        ),
+    ] = None,
+    app_role: Annotated[
+        str | None,
+        typer.Option(
+            "--app-role",
+            help="PostgreSQL: create (when missing) and grant the role the service connects "
+            "as; row-level security holds it to one organization per transaction.",
+        ),
+    ] = None,
+    app_password: Annotated[
+        str | None,
+        typer.Option(
+            "--app-password",
+            envvar="CM_APP_ROLE_PASSWORD",
+            help="Set the app role's password (from the environment, it stays out of the "
+            "process list).",
+        ),
+    ] = None,
+) -> None:
+    """Create or upgrade the database schema (safe to run again), as the tables' owner; with
+    --app-role, also set up the role the service connects as."""
     settings = get_settings()
-    migrations.upgrade(settings.resolved_database_url)
+    url = database_url or settings.resolved_migration_url
+    if app_role is not None and not roles.has_roles(url):
+        err.print("[red]error:[/red] --app-role is for PostgreSQL; SQLite has no roles.")
+        raise typer.Exit(1)
+    try:
+        migrations.upgrade(url)
+    except migrations.MigrationRefused as error:
+        err.print(
+            f"[red]error:[/red] {error}. Migrate as the tables' owner: --database-url or "
+            "CM_MIGRATION_DATABASE_URL."
+        )
+        raise typer.Exit(1) from None
     out.print("Database is at the newest schema.")
+    if app_role is not None:
+        _grant_app_role(url, app_role, app_password)
+
+
+def _grant_app_role(url: str, role: str, password: str | None) -> None:
+    try:
+        created = asyncio.run(roles.grant_app_role(url, role, password))
+    except roles.RoleError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    done = "Created and granted" if created else "Granted"
+    out.print(f"{done} role {role}: connect the service as it (CM_DATABASE_URL).")
 
 
 @app.command()

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="", validation_alias=AliasChoices("CM_DATABASE_URL", "DATABASE_URL")
     )
+    # `migrate` connects with this one when set (the tables' owner), while the service
+    # connects with database_url (on PostgreSQL, a role that does not own them).
+    migration_database_url: str = ""
     data_dir: Path = DEFAULT_DATA_DIR
     # Keyed-hash secret for API keys. When unset it is generated once into data_dir/secret.
     secret_key: str = ""
@@ -48,6 +51,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'customer-metrics.db').as_posix()}"
+
+    @property
+    def resolved_migration_url(self) -> str:
+        return self.migration_database_url or self.resolved_database_url
 
 
 def get_settings() -> Settings:

@@ -55,3 +55,32 @@ async def test_a_lost_database_connection_is_503_then_recovers(backend, app, cli
     statuses = [(await client.get("/customers/metrics")).status_code for _ in range(30)]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[-1] == 200
+
+
+async def test_a_connection_that_died_while_checked_out_is_released_quietly(backend, app):
+    """PostgreSQL ends the backend of a request's connection and asyncpg notices (and hands
+    the connection back to its pool) before the request ends: the statement is a lost
+    connection, and closing the session raises nothing."""
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy import select
+    from sqlalchemy.exc import DBAPIError
+
+    from customer_metrics.storage.database import open_session
+    from tests.conftest import PG_ADMIN_URL
+
+    if backend.name != "postgres":
+        pytest.skip("an embedded SQLite file has no server connection to lose")
+    session = await open_session(app.state.database, read_only=True, lazy_transaction=True)
+    pid = await session.native.raw.fetchval("SELECT pg_backend_pid()")
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.5)  # asyncpg sees the socket close, and detaches the connection
+    with pytest.raises(DBAPIError) as lost:
+        await session.connection.execute(select(1))
+    assert lost.value.connection_invalidated
+    await session.close()

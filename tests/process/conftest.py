@@ -24,7 +24,13 @@ import pytest
 from customer_metrics.api_keys.secrets import redact_keys
 from customer_metrics.storage import migrate
 from tests import leaks
-from tests.conftest import Backend, create_postgres_database, drop_postgres_database
+from tests.conftest import (
+    Backend,
+    create_app_role,
+    create_postgres_database,
+    drop_app_role,
+    drop_postgres_database,
+)
 
 API_PATH = "/external/v1"
 START_TIMEOUT_SECONDS = 30.0
@@ -238,7 +244,7 @@ def server(
     # it; at the default (20 -> 40 connections) a busy machine ran out, and a request that
     # cannot get a connection is a 500 today. 16 connections still race plenty.
     env["CM_POOL_SIZE"] = "8"
-    database_url = ""
+    database_url = app_url = ""
     if backend.name == "postgres":
         database_url = create_postgres_database()
         env["CM_DATABASE_URL"] = database_url
@@ -246,7 +252,9 @@ def server(
     process = ServerProcess(tmp_path, env)
     request.node.stash.setdefault(_SERVERS, []).append(process)
     try:
-        if database_url:
+        if backend.owner_url:  # the server connects as an app role held by row security
+            app_url = env["CM_DATABASE_URL"] = create_app_role(database_url)
+        elif database_url:
             migrate.upgrade(database_url)
         process.start()
         yield process
@@ -260,6 +268,8 @@ def server(
         process.stop()
         if database_url:
             drop_postgres_database(database_url)
+        if app_url:
+            drop_app_role(app_url)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from customer_metrics.storage import migrate
 from customer_metrics.storage.database import Database
-from customer_metrics.storage.models import Base
+from customer_metrics.storage.models import TENANT_TABLES, Base
 from tests.conftest import Backend, create_postgres_database, drop_postgres_database
-
-TENANT_TABLES = (
-    "counters",
-    "metrics",
-    "customers",
-    "metric_values",
-    "metric_current_values",
-    "idempotency_keys",
-)
 
 
 def _fresh_url(backend: Backend, tmp_path) -> str:
@@ -107,3 +100,53 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path):
             await database.dispose()
 
     assert asyncio.run(read()) == ["wal", 1, 30000, 2]
+
+
+def test_every_table_keyed_by_organization_is_a_tenant_table():
+    """Row-level security covers TENANT_TABLES: a new table keyed by organization belongs
+    there (and in a migration that gives it the policy). `api_keys` is the admin plane."""
+    keyed = {t.name for t in Base.metadata.tables.values() if "organization_id" in t.c}
+    assert keyed - {"api_keys"} == set(TENANT_TABLES)
+
+
+async def _row_security(url: str) -> tuple[set[str], set[str], bool]:
+    """Tables with row-level security on, tables with the tenant policy, and whether the
+    purge function exists."""
+    conn = await asyncpg.connect(url)
+    try:
+        enabled = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relrowsecurity AND relnamespace = "
+            "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+        )
+        policies = await conn.fetch(
+            "SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation' "
+            "AND schemaname = current_schema()"
+        )
+        purge = await conn.fetchval(
+            "SELECT to_regproc('cm_purge_expired_idempotency_keys') IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    return {r[0] for r in enabled}, {r[0] for r in policies}, purge
+
+
+def test_row_security_migration_is_reversible(backend, tmp_path):
+    url = _fresh_url(backend, tmp_path)
+    postgres = backend.name == "postgres"
+    try:
+        migrate.upgrade(url)
+        tenant = set(TENANT_TABLES)
+        if postgres:
+            assert asyncio.run(_row_security(url)) == (tenant, tenant, True)
+        command.downgrade(migrate.alembic_config(url), "0003_idempotency_keys")
+        if postgres:
+            assert asyncio.run(_row_security(url)) == (set(), set(), False)
+        migrate.upgrade(url)
+        if postgres:
+            assert asyncio.run(_row_security(url)) == (tenant, tenant, True)
+        database = Database(url, pool_size=1)
+        assert asyncio.run(migrate.is_up_to_date(database, url)) is True
+        asyncio.run(database.dispose())
+    finally:
+        if postgres:
+            drop_postgres_database(url)

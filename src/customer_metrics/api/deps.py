@@ -74,9 +74,11 @@ async def current_tenant(request: Request, session: DbSession) -> Tenant:
 
 
 async def enter_tenant(request: Request, session: Session, tenant: Tenant) -> None:
-    """Once the tenant is known: a write opens its transaction (the key lookup ran outside
-    it) and claims its Idempotency-Key. Reads (POST /customers/search too) store nothing."""
+    """Once the tenant is known: the session acts for it (row-level security on PostgreSQL),
+    a write opens its transaction (the key lookup ran outside it) and claims its
+    Idempotency-Key. Reads (POST /customers/search too) store nothing."""
     request.state.tenant = tenant
+    session.scope(tenant.organization_id)
     if not is_read(request):
         await session.begin_transaction()
         await claim_key(request, session, tenant)

@@ -4,6 +4,7 @@ request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from customer_metrics.errors import Unavailable
 from customer_metrics.storage import dialect, native
+from customer_metrics.storage.models import TENANT_TABLES
 
 log = logging.getLogger("customer_metrics.storage")
 
@@ -42,6 +44,9 @@ class Database:
             dialect.install_sqlite_transactions(self.engine)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        # Whether row-level security filters tenant tables for the connected role: learnt at
+        # the pool's first connection (PostgreSQL only).
+        self.row_security = False
 
     async def connect(self, *, read_only: bool) -> AsyncConnection:
         try:
@@ -56,13 +61,22 @@ class Database:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
+                    pool = await asyncpg.create_pool(
                         dialect.native_dsn(self.url),
                         min_size=0,
                         max_size=self.pool_size,
                         init=native.init_connection,
                         reset=native.keep_connection,
                     )
+                    try:
+                        async with pool.acquire() as connection:
+                            self.row_security = await native.row_security_active(
+                                connection, TENANT_TABLES
+                            )
+                    except BaseException:
+                        await pool.close()
+                        raise
+                    self._pool = pool
         return self._pool
 
     async def acquire(self) -> asyncpg.Connection:
@@ -74,8 +88,12 @@ class Database:
 
     async def release(self, connection: asyncpg.Connection, *, broken: bool = False) -> None:
         assert self._pool is not None
-        if broken and not connection.is_closed():
-            connection.terminate()  # the pool opens a new one in its place
+        if broken:
+            # A connection asyncpg saw die is already back in the pool, detached from this
+            # handle, whose every method then raises.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                if not connection.is_closed():
+                    connection.terminate()  # the pool opens a new one in its place
         await self._pool.release(connection)
 
     async def dispose(self) -> None:
@@ -112,6 +130,12 @@ class Session:
     def autocommit(self) -> bool:
         return False
 
+    def scope(self, organization_id: int) -> None:
+        """The organization the statements from here on act for. Repositories filter by it
+        themselves; on PostgreSQL under row-level security each transaction also names it
+        to the database, so a statement that forgets its filter sees no other tenant's rows.
+        Set before the first statement that needs it (the key lookup runs without it)."""
+
     async def begin_transaction(self) -> None:
         """From here on, statements share one transaction until commit."""
 
@@ -130,12 +154,12 @@ class Session:
 
         For a write that takes a hot lock (the per-organization counter): with its own
         transaction the lock is released by the same round trip that took it, instead of
-        waiting for the application to send COMMIT. Anything the request did before is
-        committed first. Statements inside may also commit without waiting for the disk
-        (asynchronous commit): leaving the block without an error waits until all of them
-        are durable. Under an idempotency claim, and on SQLite (one writer at a time
-        anyway), statements stay in the request's transaction. Yields whether they commit
-        one by one."""
+        waiting for the application to send COMMIT (under row-level security, by the COMMIT
+        sent right after it). Anything the request wrote before is committed first.
+        Statements inside may also commit without waiting for the disk (asynchronous
+        commit): leaving the block without an error waits until all of them are durable.
+        Under an idempotency claim, and on SQLite (one writer at a time anyway), statements
+        stay in the request's transaction. Yields whether they commit one by one."""
         return _shared_transaction()
 
     async def close(self) -> None:
@@ -178,6 +202,9 @@ class PostgresSession(Session):
     def autocommit(self) -> bool:
         return bool(self.native.autocommit)
 
+    def scope(self, organization_id: int) -> None:
+        self.native.scope(organization_id)
+
     async def begin_transaction(self) -> None:
         self.native.autocommit = False
 
@@ -191,7 +218,10 @@ class PostgresSession(Session):
     async def _own(self) -> AsyncIterator[bool]:
         conn = self.native
         was_autocommit = conn.autocommit
-        await conn.end(commit=True)
+        if conn.wrote:
+            await conn.end(commit=True)
+        # Otherwise a transaction that only read (row-level security opens one for reads)
+        # carries on into the statement's, which commits right after it.
         conn.autocommit = True
         try:
             yield True
@@ -226,4 +256,7 @@ async def open_session(
     if database.is_sqlite:
         return SqliteSession(await database.connect(read_only=read_only))
     raw = await database.acquire()
-    return PostgresSession(database, native.NativeConnection(raw, autocommit=lazy_transaction))
+    connection = native.NativeConnection(
+        raw, autocommit=lazy_transaction, row_security=database.row_security
+    )
+    return PostgresSession(database, connection)

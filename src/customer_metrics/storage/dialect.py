@@ -164,6 +164,13 @@ def _sqlite_stored(type_: Any, items: list[Any]) -> list[Any]:
     return items
 
 
+def crosses_tenants_through_functions(dialect_name: str) -> bool:
+    """PostgreSQL: row-level security hides other organizations' rows from the service's role,
+    so the few statements that must cross tenants (the expiry purge) call functions the
+    tables' owner defines (SECURITY DEFINER, migration 0004). SQLite has no row security."""
+    return dialect_name == "postgresql"
+
+
 def first_per(*columns: Any) -> Any:
     """PostgreSQL's DISTINCT ON (for `Select.ext`): one row per value of `columns`, the first
     in the statement's ORDER BY. Only where `writes_in_ctes`."""

@@ -41,6 +41,18 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# Every row of these belongs to one organization: on PostgreSQL, row-level security shows a
+# role that does not own them only the rows of the organization its transaction names.
+TENANT_TABLES = (
+    "counters",
+    "metrics",
+    "customers",
+    "metric_values",
+    "metric_current_values",
+    "idempotency_keys",
+)
+
+
 class Organization(Base):
     __tablename__ = "organizations"
 

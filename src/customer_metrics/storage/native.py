@@ -64,8 +64,29 @@ async def init_connection(connection: asyncpg.Connection) -> None:
 
 async def keep_connection(_connection: asyncpg.Connection) -> None:
     """Pool reset: nothing beyond asyncpg's own rollback of an open transaction. The service
-    sets no session state (settings are transaction-local), so `RESET ALL` and friends
-    would be a round trip per request for nothing."""
+    sets no session state (settings are transaction-local, the tenant's included), so
+    `RESET ALL` and friends would be a round trip per request for nothing."""
+
+
+# Whether row-level security filters any tenant table for the connected role: false for a
+# superuser, a BYPASSRLS role or the tables' owner (no FORCE), and before the policies exist.
+_ROW_SECURITY_ACTIVE = """
+SELECT coalesce(bool_or(row_security_active(to_regclass(name))), false)
+FROM unnest($1::text[]) AS name
+"""
+
+
+async def row_security_active(connection: asyncpg.Connection, tables: Sequence[str]) -> bool:
+    return bool(await connection.fetchval(_ROW_SECURITY_ACTIVE, list(tables)))
+
+
+# The transaction-local setting the row-level security policies compare organization_id with.
+TENANT_SETTING = "cm.organization_id"
+
+
+def _begin_for(organization_id: int) -> str:
+    # One simple-protocol round trip for both statements; the id is an int, never client text.
+    return f"BEGIN; SELECT set_config('{TENANT_SETTING}', '{int(organization_id)}', true)"
 
 
 class Result:
@@ -244,23 +265,53 @@ class NativeConnection:
 
     Outside autocommit, BEGIN goes out with the first statement that writes or locks: reads
     that come first run on their own, saving the round trips of a transaction for requests
-    that turn out to write nothing (a 404, a 409 found by a read)."""
+    that turn out to write nothing (a 404, a 409 found by a read).
+
+    Under row-level security (`row_security`, once the tenant is known through `scope`)
+    every statement runs in a transaction whose first round trip also sets the tenant
+    (transaction-local, so it ends with the transaction and never reaches the connection's
+    next user): reads open one too, and keep it until the session commits or closes; in
+    autocommit a write commits right after its statement."""
 
     dialect = DIALECT
 
-    def __init__(self, connection: asyncpg.Connection, autocommit: bool) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection, autocommit: bool, row_security: bool = False
+    ) -> None:
         self.raw = connection
         self.autocommit = autocommit
+        self.row_security = row_security
+        self.organization_id: int | None = None
         self.in_transaction = False
+        # Whether the open transaction ran anything but plain reads.
+        self.wrote = False
         # Set when the connection failed under a statement: it is closed, not pooled again.
         self.broken = False
         # Set by a statement committed asynchronously, until wait_durable.
         self.unflushed = False
 
+    @property
+    def scoped(self) -> bool:
+        """Statements must run in a transaction that names the tenant."""
+        return self.row_security and self.organization_id is not None
+
+    def scope(self, organization_id: int) -> None:
+        if self.row_security and self.in_transaction:
+            raise RuntimeError("the tenant must be known before the transaction begins")
+        self.organization_id = organization_id
+
+    async def _begin(self) -> None:
+        if self.scoped:
+            assert self.organization_id is not None
+            await self.raw.execute(_begin_for(self.organization_id))
+        else:
+            await self.raw.execute("BEGIN")
+        self.in_transaction = True
+        self.wrote = False
+
     async def _begin_if_needed(self) -> None:
         if not self.autocommit and not self.in_transaction:
-            await self.raw.execute("BEGIN")
-            self.in_transaction = True
+            await self._begin()
 
     async def execute(
         self,
@@ -271,21 +322,36 @@ class NativeConnection:
         first = (params[0] if params else None) if many else params  # type: ignore[index]
         compiled, extracted = _compiled(statement, first)  # type: ignore[arg-type]
         try:
+            if not self.in_transaction and (
+                self.scoped or not (self.autocommit or compiled.reads_only)
+            ):
+                await self._begin()
             if not compiled.reads_only:
-                await self._begin_if_needed()
+                self.wrote = True
             if many:
-                return await self._execute_many(compiled, extracted, params)  # type: ignore[arg-type]
-            sql, args = compiled.arguments(params, extracted)  # type: ignore[arg-type]
-            if compiled.async_commit:
-                self.unflushed = True
-            if compiled.returns_rows:
-                records = await self.raw.fetch(sql, *args)
-                return Result(compiled.rows(records), len(records))
-            return Result([], _rowcount(await self.raw.execute(sql, *args)))
+                result = await self._execute_many(compiled, extracted, params)  # type: ignore[arg-type]
+            else:
+                result = await self._execute_one(compiled, extracted, params)  # type: ignore[arg-type]
         except _LOST as error:
             raise self._lost(error, compiled.sql) from error
         except asyncpg.PostgresError as error:
+            if self.autocommit and self.in_transaction:
+                await self._roll_back_alone()
             raise _translated(error, compiled.sql) from error
+        if self.autocommit and self.in_transaction and not compiled.reads_only:
+            await self.end(commit=True)  # autocommit under row-level security
+        return result
+
+    async def _execute_one(
+        self, compiled: _Compiled, extracted: Sequence[Any] | None, params: Mapping[str, Any] | None
+    ) -> Result:
+        sql, args = compiled.arguments(params, extracted)
+        if compiled.async_commit:
+            self.unflushed = True
+        if compiled.returns_rows:
+            records = await self.raw.fetch(sql, *args)
+            return Result(compiled.rows(records), len(records))
+        return Result([], _rowcount(await self.raw.execute(sql, *args)))
 
     async def _execute_many(
         self,
@@ -305,9 +371,19 @@ class NativeConnection:
             await self.raw.executemany(sql, rows)
         return Result([], len(params))
 
+    async def _roll_back_alone(self) -> None:
+        """In autocommit a failed statement takes only itself back, as it would without the
+        transaction row-level security wraps it in: the next statement starts afresh."""
+        self.in_transaction = False
+        try:
+            await self.raw.execute("ROLLBACK")
+        except (*_LOST, asyncpg.PostgresError):  # in doubt: the pool drops the connection
+            self.broken = True
+
     async def exec_driver_sql(self, sql: str) -> None:
         try:
             await self._begin_if_needed()
+            self.wrote = True
             await self.raw.execute(sql)
         except _LOST as error:
             raise self._lost(error, sql) from error
@@ -319,6 +395,8 @@ class NativeConnection:
         those committed with `synchronous_commit` off: a transaction with an id commits
         synchronously (the session default), and WAL is flushed in order up to its record."""
         if self.unflushed:
+            if self.autocommit:
+                await self.end(commit=True)  # reads kept open under row-level security
             await self.exec_driver_sql("SELECT pg_current_xact_id()")
             self.unflushed = False
 
@@ -332,6 +410,7 @@ class NativeConnection:
         if not self.in_transaction:
             return
         self.in_transaction = False
+        self.wrote = False
         try:
             await self.raw.execute("COMMIT" if commit else "ROLLBACK")
         except _LOST as error:
