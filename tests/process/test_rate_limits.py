@@ -50,9 +50,22 @@ def remaining(responses: list[httpx.Response]) -> list[int]:
     return sorted(int(r.headers["ratelimit"].rsplit("r=", 1)[1].split(";")[0]) for r in responses)
 
 
+def wait_for_workers(server: ServerProcess, count: int, timeout: float = 60) -> None:
+    """The server answers once one worker is up; the others may still be starting (on a busy
+    machine, seconds later), and until then every connection goes to the first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        this_start = server.log().rpartition("===== start #")[2]
+        if this_start.count("Application startup complete.") >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} workers did not start in {timeout} s:\n{server.log()}")
+
+
 async def test_the_workers_of_one_server_hold_the_limit_together(start_server):
     server = start_server(CM_WORKERS="2", **LIMITS)
     api_key = server.create_org("two workers")["api_key"]
+    wait_for_workers(server, 2)
     started = time.monotonic()
     responses = await burst(server, api_key, 40)
     elapsed = time.monotonic() - started
