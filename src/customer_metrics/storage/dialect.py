@@ -178,6 +178,13 @@ def bytewise(column: Any, dialect_name: str) -> Any:
     return column.collate("C") if dialect_name == "postgresql" else column
 
 
+def per_row(subquery: Any, dialect_name: str) -> Any:
+    """A subquery for EXISTS that runs once per outer row (a lookup by key), instead of being
+    turned into a join over every row it could match: PostgreSQL leaves an EXISTS whose
+    subquery has an OFFSET as it is written. For outer rows that are few by construction."""
+    return subquery.offset(0) if dialect_name == "postgresql" else subquery
+
+
 def time_spans(spans: list[tuple[int, datetime, datetime]], dialect_name: str) -> Any:
     """A small inline table (idx, start_at, end_at) to join rows to time buckets. SQLite has
     no column aliases for VALUES, so there the rows travel as one JSON parameter."""
