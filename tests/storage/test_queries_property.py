@@ -4,7 +4,8 @@ random data, on both databases."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -270,3 +271,69 @@ async def test_search_by_several_keys_agrees_with_the_model(app, data, node, sor
                 break
     matching = [c for c in CUSTOMERS if node is None or holds(node, data[c], c)]
     assert seen == _ordered(matching, data, sort), (node, sort)
+
+
+observations = st.lists(
+    st.tuples(
+        st.sampled_from(CUSTOMERS[:4]),
+        st.integers(-3, 12),  # day, from 2024-01-01: some before the series, some after
+        st.integers(0, 23),  # hour
+        st.sampled_from([2**63 - 1, -(2**63), 2**62]) | st.integers(-5, 5),
+    ),
+    max_size=12,
+    unique_by=lambda o: (o[0], o[1], o[2]),
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=observations, tz=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]))
+async def test_series_aggregates_agree_with_the_model(app, rows, tz):
+    """Observation aggregates count what lies inside each bucket; snapshot aggregates each
+    customer's latest value strictly before the bucket's end, including values written before
+    the series starts (INTEGER values at the ends of 64 bits: sums and differences overflow)."""
+    org = await create_org(app)
+    tzinfo = ZoneInfo(tz)
+    start = datetime(2024, 1, 1, tzinfo=tzinfo)
+    async with api_client(app, org.api_key) as client:
+        await create_metric(client, name="seats", key="seats", data_type="INTEGER")
+        stamped = [(c, BASE + timedelta(days=d, hours=h), v) for c, d, h, v in rows]
+        if stamped:
+            items = [
+                {"customer_id": c, "metric": "seats", "value": v, "observed_at": t.isoformat()}
+                for c, t, v in stamped
+            ]
+            response = await client.post("/customers/metrics/values", json={"values": items})
+            assert response.json()["rejected"] == 0
+        params = {
+            "from": start.isoformat(),
+            "to": (start + timedelta(days=7)).isoformat(),
+            "tz": tz,
+        }
+        answers = {}
+        for agg in ("sum", "count", "min", "max", "avg", "snapshot_sum", "snapshot_count"):
+            response = await client.get(
+                "/customers/metrics/seats/series", params={**params, "agg": agg}
+            )
+            assert response.status_code == 200, response.text
+            answers[agg] = response.json(parse_float=Decimal)["data"]
+    for day in range(7):
+        begin = datetime(2024, 1, 1 + day, tzinfo=tzinfo)
+        end = datetime(2024, 1, 2 + day, tzinfo=tzinfo)
+        inside = [v for _, t, v in stamped if begin <= t < end]
+        assert answers["count"][day]["value"] == len(inside)
+        assert answers["sum"][day]["value"] == (sum(inside) if inside else None)
+        assert answers["min"][day]["value"] == (min(inside) if inside else None)
+        assert answers["max"][day]["value"] == (max(inside) if inside else None)
+        if inside:
+            with localcontext() as context:
+                context.prec = 80
+                mean = (Decimal(sum(inside)) / len(inside)).quantize(Decimal("1e-12"))
+            assert Decimal(answers["avg"][day]["value"]) == mean
+        latest: dict[str, tuple[datetime, int]] = {}
+        for c, t, v in stamped:
+            if t < end and (c not in latest or latest[c][0] < t):
+                latest[c] = (t, v)
+        alive = [v for _, v in latest.values()]
+        assert answers["snapshot_count"][day]["count"] == len(alive)
+        assert answers["snapshot_count"][day]["value"] == len(alive)
+        assert answers["snapshot_sum"][day]["value"] == (sum(alive) if alive else None)
