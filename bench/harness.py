@@ -46,6 +46,8 @@ class Options:
     warmup: int = 2
     pg_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     service_env: Mapping[str, str] = field(default_factory=dict)
+    # Load kept data sets again instead of reusing them (the queries benchmark's).
+    regenerate: bool = False
 
 
 def log(message: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import agent_view
 import batch_ingest
 import metric_create
+import queries
 import value_write
 from harness import BenchError, Options, log
 from report import Outcome
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Options], Outcome]] = {
     value_write.NAME: value_write.run,
     batch_ingest.NAME: batch_ingest.run,
     agent_view.NAME: agent_view.run,
+    queries.NAME: queries.run,
 }
 
 
@@ -60,6 +62,11 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, bool]:
         help="extra environment for the service (e.g. CM_LOG_LEVEL=warning); repeatable",
     )
     parser.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="load kept data sets again (queries keeps its database between runs)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed (not only on errors)"
     )
     args = parser.parse_args(argv)
@@ -71,6 +78,7 @@ def parse_args(argv: list[str]) -> tuple[list[str], Options, bool]:
         warmup=args.warmup,
         pg_url=args.pg_url,
         service_env=dict(args.service_env),
+        regenerate=args.regenerate,
     )
     return list(args.benchmarks) or list(BENCHMARKS), options, args.strict
 

@@ -56,10 +56,11 @@ def service_env(options: Options, work: Path, database_url: str | None) -> dict[
 
 
 def start_service(
-    stack: ExitStack, name: str, env: dict[str, str], work: Path, logs: str
+    stack: ExitStack, name: str, env: dict[str, str], work: Path, logs: str, org: int | None = None
 ) -> Service:
     """Migrate (PostgreSQL; `serve` migrates SQLite itself), start `serve --workers 1`, then
-    make the bench organization with `org create bench --json`."""
+    make the bench organization with `org create bench --json` — or, given `org` (a kept
+    database's), issue a key for it with `key create --org <org> --json`."""
     cli = venv_bin("customer-metrics")
     if "CM_DATABASE_URL" in env:
         run_command([cli, "migrate"], env, work)
@@ -75,8 +76,12 @@ def start_service(
             log_dir=RESULTS_DIR / "logs" / logs,
         )
     )
-    org = json.loads(run_command([cli, "org", "create", "bench", "--json"], env, work))
-    return Service(srv, {"Authorization": f"Bearer {org['api_key']}"}, env)
+    if org is None:
+        issue = [cli, "org", "create", "bench", "--json"]
+    else:
+        issue = [cli, "key", "create", "--org", str(org), "--json"]
+    issued = json.loads(run_command(issue, env, work))
+    return Service(srv, {"Authorization": f"Bearer {issued['api_key']}"}, env)
 
 
 def start_floor(stack: ExitStack, database_url: str, work: Path, logs: str) -> Server:

@@ -107,3 +107,21 @@ async def test_bad_as_of_is_422(client, params):
 
 async def test_summary_of_unknown_metric_is_404(client):
     assert (await client.get("/customers/metrics/nope/summary")).status_code == 404
+
+
+async def test_integer_summary_is_exact_past_64_bits_and_ranks_from_both_ends(client):
+    await create_metric(client, name="Seats", data_type="INTEGER")
+    # 203 values, written out of order, with ties: percentiles near either end are read
+    # from the nearer end of the value index.
+    values = [(i * 37) % 101 for i in range(200)] + [2**63 - 1, 2**63 - 1, -(2**63)]
+    items = [{"customer_id": f"c{i}", "metric": "seats", "value": v} for i, v in enumerate(values)]
+    response = await client.post("/customers/metrics/values", json={"values": items})
+    assert response.json()["rejected"] == 0
+    body = (await client.get("/customers/metrics/seats/summary")).json(parse_float=Decimal)
+    ordered = [Decimal(v) for v in values]
+    assert (body["count"], body["sum"]) == (203, sum(values))
+    assert (body["min"], body["max"]) == (-(2**63), 2**63 - 1)
+    for name, p in (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99")):
+        assert Decimal(body[name]) == _percentile(ordered, Decimal(p)).quantize(Decimal("1e-12")), (
+            name
+        )

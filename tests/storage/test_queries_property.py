@@ -4,7 +4,8 @@ random data, on both databases."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,7 +52,18 @@ plan_leaf = st.one_of(
         st.sampled_from(["score", "plan"]),
     ),
 )
-leaf = st.one_of(number_leaf, plan_leaf)
+field_leaf = st.one_of(
+    st.builds(
+        lambda op, v: {"field": "customer_id", "op": op, "value": v},
+        st.sampled_from(["eq", "ne", "lt", "gte"]),
+        st.sampled_from(CUSTOMERS),
+    ),
+    st.builds(
+        lambda vs: {"field": "customer_id", "op": "in", "value": vs},
+        st.lists(st.sampled_from(CUSTOMERS), min_size=1, max_size=3),
+    ),
+)
+leaf = st.one_of(number_leaf, plan_leaf, field_leaf)
 tree = st.recursive(
     leaf,
     lambda children: st.one_of(
@@ -63,14 +75,15 @@ tree = st.recursive(
 )
 
 
-def holds(node, row) -> bool:
+def holds(node, row, customer) -> bool:
     if "and" in node:
-        return all(holds(n, row) for n in node["and"])
+        return all(holds(n, row, customer) for n in node["and"])
     if "or" in node:
-        return any(holds(n, row) for n in node["or"])
+        return any(holds(n, row, customer) for n in node["or"])
     if "not" in node:
-        return not holds(node["not"], row)
-    value = row[0] if node["metric"] == "score" else row[1]
+        return not holds(node["not"], row, customer)
+    metric_value = row[0] if node.get("metric") == "score" else row[1]
+    value = customer if "field" in node else metric_value
     op = node["op"]
     if op == "exists":
         return value is not None
@@ -152,7 +165,7 @@ async def test_search_agrees_with_the_model(app, data, node, direction):
             cursor = page["next_cursor"]
             if not cursor:
                 break
-    matching = [c for c in CUSTOMERS if holds(node, data[c])]
+    matching = [c for c in CUSTOMERS if holds(node, data[c], c)]
     with_value = [c for c in matching if data[c][0] is not None]
     without = [c for c in matching if data[c][0] is None]
     ordered = sorted(
@@ -206,3 +219,121 @@ async def test_summary_and_snapshot_series_agree_with_the_model(app, data):
             counts[plan] = counts.get(plan, 0) + 1
     expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     assert [(v["value"], v["count"]) for v in plans["values"]] == expected
+
+
+SORT_KEYS = {"score": 0, "plan": 1}
+sort_key = st.tuples(
+    st.sampled_from(["score", "plan", "customer_id"]), st.sampled_from(["asc", "desc"])
+)
+sorts = st.lists(sort_key, min_size=1, max_size=3, unique_by=lambda k: k[0])
+
+
+def _ordered(customers: list[str], data, sort) -> list[str]:
+    """Successive stable sorts, least significant key first; missing values last both ways."""
+    result = list(customers)  # by internal id: created in CUSTOMERS order
+    for name, direction in reversed(sort):
+
+        def value(c, name=name):
+            return c if name == "customer_id" else data[c][SORT_KEYS[name]]
+
+        present = [c for c in result if value(c) is not None]
+        missing = [c for c in result if value(c) is None]
+        present.sort(key=value, reverse=direction == "desc")  # stable either way
+        result = present + missing
+    return result
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=values_of, node=st.none() | tree, sort=sorts, limit=st.integers(1, 3))
+async def test_search_by_several_keys_agrees_with_the_model(app, data, node, sort, limit):
+    org = await create_org(app)
+    async with api_client(app, org.api_key) as client:
+        await _load(client, data)
+        seen, cursor = [], None
+        while True:
+            body = {
+                "sort": [
+                    {"field": n, "direction": d}
+                    if n == "customer_id"
+                    else {"metric": n, "direction": d}
+                    for n, d in sort
+                ],
+                "limit": limit,
+                **({"filter": node} if node is not None else {}),
+                **({"cursor": cursor} if cursor else {}),
+            }
+            response = await client.post("/customers/search", json=body)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            seen += [h["customer_id"] for h in page["data"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    matching = [c for c in CUSTOMERS if node is None or holds(node, data[c], c)]
+    assert seen == _ordered(matching, data, sort), (node, sort)
+
+
+observations = st.lists(
+    st.tuples(
+        st.sampled_from(CUSTOMERS[:4]),
+        st.integers(-3, 12),  # day, from 2024-01-01: some before the series, some after
+        st.integers(0, 23),  # hour
+        st.sampled_from([2**63 - 1, -(2**63), 2**62]) | st.integers(-5, 5),
+    ),
+    max_size=12,
+    unique_by=lambda o: (o[0], o[1], o[2]),
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=observations, tz=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata"]))
+async def test_series_aggregates_agree_with_the_model(app, rows, tz):
+    """Observation aggregates count what lies inside each bucket; snapshot aggregates each
+    customer's latest value strictly before the bucket's end, including values written before
+    the series starts (INTEGER values at the ends of 64 bits: sums and differences overflow)."""
+    org = await create_org(app)
+    tzinfo = ZoneInfo(tz)
+    start = datetime(2024, 1, 1, tzinfo=tzinfo)
+    async with api_client(app, org.api_key) as client:
+        await create_metric(client, name="seats", key="seats", data_type="INTEGER")
+        stamped = [(c, BASE + timedelta(days=d, hours=h), v) for c, d, h, v in rows]
+        if stamped:
+            items = [
+                {"customer_id": c, "metric": "seats", "value": v, "observed_at": t.isoformat()}
+                for c, t, v in stamped
+            ]
+            response = await client.post("/customers/metrics/values", json={"values": items})
+            assert response.json()["rejected"] == 0
+        params = {
+            "from": start.isoformat(),
+            "to": (start + timedelta(days=7)).isoformat(),
+            "tz": tz,
+        }
+        answers = {}
+        for agg in ("sum", "count", "min", "max", "avg", "snapshot_sum", "snapshot_count"):
+            response = await client.get(
+                "/customers/metrics/seats/series", params={**params, "agg": agg}
+            )
+            assert response.status_code == 200, response.text
+            answers[agg] = response.json(parse_float=Decimal)["data"]
+    for day in range(7):
+        begin = datetime(2024, 1, 1 + day, tzinfo=tzinfo)
+        end = datetime(2024, 1, 2 + day, tzinfo=tzinfo)
+        inside = [v for _, t, v in stamped if begin <= t < end]
+        assert answers["count"][day]["value"] == len(inside)
+        assert answers["sum"][day]["value"] == (sum(inside) if inside else None)
+        assert answers["min"][day]["value"] == (min(inside) if inside else None)
+        assert answers["max"][day]["value"] == (max(inside) if inside else None)
+        if inside:
+            with localcontext() as context:
+                context.prec = 80
+                mean = (Decimal(sum(inside)) / len(inside)).quantize(Decimal("1e-12"))
+            assert Decimal(answers["avg"][day]["value"]) == mean
+        latest: dict[str, tuple[datetime, int]] = {}
+        for c, t, v in stamped:
+            if t < end and (c not in latest or latest[c][0] < t):
+                latest[c] = (t, v)
+        alive = [v for _, v in latest.values()]
+        assert answers["snapshot_count"][day]["count"] == len(alive)
+        assert answers["snapshot_count"][day]["value"] == len(alive)
+        assert answers["snapshot_sum"][day]["value"] == (sum(alive) if alive else None)

@@ -133,6 +133,9 @@ async def metric_series(
     last = typed.parse_timestamp(end, ("query", "to"))
     customer_ref = (await customers.get(customer_id)).id if customer_id is not None else None
     points = await service.series(metric, first, last, interval, tz, agg, customer_ref)
+    # Buckets are contiguous (each ends where the next starts): each bound is formatted once.
+    bounds = [format_timestamp(p.bucket.start) for p in points]
+    bounds.append(format_timestamp(points[-1].bucket.end))
     return ExactJSONResponse(
         {
             "metric_id": format_metric_id(metric.id),
@@ -141,14 +144,14 @@ async def metric_series(
             "agg": agg,
             "data": [
                 {
-                    "start": format_timestamp(p.bucket.start),
-                    "end": format_timestamp(p.bucket.end),
+                    "start": bounds[i],
+                    "end": bounds[i + 1],
                     "value": typed.to_json(metric.data_type, p.value)
                     if agg not in ("count", "snapshot_count")
                     else p.value,
                     "count": p.count,
                 }
-                for p in points
+                for i, p in enumerate(points)
             ],
         }
     )

@@ -62,9 +62,11 @@ class SeriesService:
                 ("query", "agg"), f"{agg} needs a NUMBER or INTEGER metric", "value_error"
             )
         spans = buckets(start, end, interval, zone(tz_name))
-        snapshot = agg.startswith("snapshot_")
-        stats = await self._stats(metric, spans, customer_ref, snapshot)
         base = agg.removeprefix("snapshot_")
+        if agg.startswith("snapshot_"):
+            stats = await self._snapshots(metric, spans, customer_ref, base != "count")
+        else:
+            stats = await self._stats(metric, spans, customer_ref, base)
         points = []
         for index, span in enumerate(spans):
             s = stats.get(index, _Stats())
@@ -72,19 +74,47 @@ class SeriesService:
         return points
 
     async def _stats(
-        self, metric: MetricRow, spans: list[Bucket], customer_ref: int | None, snapshot: bool
+        self, metric: MetricRow, spans: list[Bucket], customer_ref: int | None, base: str
     ) -> dict[int, _Stats]:
-        if metric.data_type == "NUMBER" and not self._repo.exact_in_sql:
+        """Aggregates of the observations inside each bucket."""
+        if metric.data_type in ("NUMBER", "INTEGER") and not self._repo.exact_in_sql:
             stats: dict[int, _Stats] = {}
             for index, value in await self._repo.bucket_values(
-                metric.id, metric.data_type, spans, customer_ref, snapshot
+                metric.id, metric.data_type, spans, customer_ref
             ):
                 stats.setdefault(index, _Stats()).add(value)
             return stats
-        rows = await self._repo.aggregate(
-            metric.id, metric.data_type, spans, customer_ref, snapshot
-        )
+        wanted = "sum" if base == "avg" else base
+        rows = await self._repo.aggregate(metric.id, metric.data_type, spans, customer_ref, wanted)
         return {i: _Stats(count, total, low, high) for i, (count, total, low, high) in rows.items()}
+
+    async def _snapshots(
+        self, metric: MetricRow, spans: list[Bucket], customer_ref: int | None, with_sum: bool
+    ) -> dict[int, _Stats]:
+        """Count and sum of every customer's latest value before each bucket's end: running
+        totals of the changes (first values, differences from the previous value) that fall
+        before it."""
+        if self._repo.exact_in_sql:
+            changes = await self._repo.snapshot_changes(
+                metric.id, metric.data_type, spans, customer_ref, with_sum
+            )
+        else:
+            changes = {}
+            for index, value, previous in await self._repo.snapshot_rows(
+                metric.id, metric.data_type, spans, customer_ref
+            ):
+                n, change = changes.get(index, (0, 0))
+                if with_sum:
+                    change += value - (0 if previous is None else previous)
+                changes[index] = (n + (previous is None), change)
+        count, total = changes.get(-1, (0, 0))
+        stats: dict[int, _Stats] = {}
+        for index in range(len(spans)):
+            n, change = changes.get(index, (0, 0))
+            count += n
+            total = total + change if with_sum else None
+            stats[index] = _Stats(count, total)
+        return stats
 
 
 def _value(base: str, stats: _Stats, data_type: str) -> Any:

@@ -1,11 +1,14 @@
 """Per-bucket aggregates of one metric: over the observations inside each bucket, or over
-every customer's value as of each bucket's end."""
+every customer's value as of each bucket's end.
+
+Both read the metric's observations once, each labelled with its bucket by a binary search
+over the bucket bounds (`dialect.bucket_index`), however many buckets there are."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Numeric, case, cast, func, select
 
 from customer_metrics.queries.buckets import Bucket
 from customer_metrics.storage import dialect
@@ -21,15 +24,13 @@ class SeriesRepository:
     def __init__(self, session: Session, tenant: Tenant) -> None:
         self._conn = session.connection
         self._org = tenant.organization_id
+        self._dialect = self._conn.dialect.name
 
     @property
     def exact_in_sql(self) -> bool:
-        """Whether SQL sums NUMBER values exactly here (SQLite stores them as text)."""
-        return self._conn.dialect.name != "sqlite"
-
-    def _buckets(self, spans: list[Bucket]) -> Any:
-        rows = [(i, b.start, b.end) for i, b in enumerate(spans)]
-        return dialect.time_spans(rows, self._conn.dialect.name)
+        """Whether SQL sums NUMBER and INTEGER values exactly here (SQLite stores NUMBER as
+        text, and its sum() of integers fails past 64 bits)."""
+        return self._dialect != "sqlite"
 
     def _scope(self, metric_ref: int, customer_ref: int | None) -> list[Any]:
         conditions = [_obs.c.organization_id == self._org, _obs.c.metric_ref == metric_ref]
@@ -37,47 +38,23 @@ class SeriesRepository:
             conditions.append(_obs.c.customer_ref == customer_ref)
         return conditions
 
-    def _source(
-        self,
-        metric_ref: int,
-        data_type: str,
-        spans: list[Bucket],
-        customer_ref: int | None,
-        snapshot: bool,
-    ) -> tuple[Any, Any, Any]:
-        """(rows joined to their bucket, the buckets, the value column)."""
-        buckets = self._buckets(spans)
-        value = _obs.c[COLUMN_OF[data_type]]
-        if not snapshot:
-            joined = buckets.join(
-                _obs,
-                and_(
-                    *self._scope(metric_ref, customer_ref),
-                    _obs.c.observed_at >= buckets.c.start_at,
-                    _obs.c.observed_at < buckets.c.end_at,
-                ),
+    def _bucket(self, spans: list[Bucket]) -> Any:
+        bounds = [b.start for b in spans] + [spans[-1].end]
+        return dialect.bucket_index(_obs.c.observed_at, bounds, self._dialect).label("idx")
+
+    def _inside(
+        self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
+    ) -> Any:
+        """(idx, value) of every observation inside [first start, last end)."""
+        return (
+            select(self._bucket(spans), _obs.c[COLUMN_OF[data_type]].label("value"))
+            .where(
+                *self._scope(metric_ref, customer_ref),
+                _obs.c.observed_at >= spans[0].start,
+                _obs.c.observed_at < spans[-1].end,
             )
-            return joined, buckets, value
-        history = (
-            select(
-                _obs.c.observed_at,
-                value.label("value"),
-                func.lead(_obs.c.observed_at)
-                .over(partition_by=_obs.c.customer_ref, order_by=_obs.c.observed_at)
-                .label("next_at"),
-            )
-            .where(*self._scope(metric_ref, customer_ref), _obs.c.observed_at < spans[-1].end)
-            .subquery("history")
+            .subquery("inside")
         )
-        # The value in force at a bucket's end: observed before the end, not yet replaced.
-        joined = buckets.join(
-            history,
-            and_(
-                history.c.observed_at < buckets.c.end_at,
-                or_(history.c.next_at.is_(None), history.c.next_at >= buckets.c.end_at),
-            ),
-        )
-        return joined, buckets, history.c.value
 
     async def aggregate(
         self,
@@ -85,33 +62,84 @@ class SeriesRepository:
         data_type: str,
         spans: list[Bucket],
         customer_ref: int | None,
-        snapshot: bool,
+        wanted: str,
     ) -> dict[int, tuple[int, Any, Any, Any]]:
-        """{bucket index: (count, sum, min, max)} for buckets with values, in SQL."""
-        joined, buckets, value = self._source(metric_ref, data_type, spans, customer_ref, snapshot)
+        """{bucket index: (count, sum, min, max)} for buckets with observations, in SQL;
+        of sum, min and max only `wanted` ("sum", "min", "max" or "count": none) is computed,
+        the others are None."""
+        rows = self._inside(metric_ref, data_type, spans, customer_ref)
+        value = rows.c.value
         numeric = data_type in ("NUMBER", "INTEGER")
-        stmt = (
-            select(
-                buckets.c.idx,
-                func.count(value),
-                func.sum(value) if numeric else func.count(value),
-                func.min(value) if numeric else func.count(value),
-                func.max(value) if numeric else func.count(value),
+        extra: Any = None
+        if numeric and wanted in ("sum", "min", "max"):
+            extra = getattr(func, wanted)(value)
+        stmt = select(
+            rows.c.idx, func.count(value), *([extra] if extra is not None else [])
+        ).group_by(rows.c.idx)
+        result: dict[int, tuple[int, Any, Any, Any]] = {}
+        for row in await self._conn.execute(stmt):
+            found = row[2] if extra is not None else None
+            result[int(row[0])] = (
+                int(row[1]),
+                found if wanted == "sum" else None,
+                found if wanted == "min" else None,
+                found if wanted == "max" else None,
             )
-            .select_from(joined)
-            .group_by(buckets.c.idx)
-        )
-        return {int(r[0]): (int(r[1]), r[2], r[3], r[4]) for r in await self._conn.execute(stmt)}
+        return result
 
     async def bucket_values(
+        self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
+    ) -> list[tuple[int, Any]]:
+        """(bucket index, value) of every observation inside, for aggregating exactly
+        outside SQL."""
+        rows = self._inside(metric_ref, data_type, spans, customer_ref)
+        return [(int(i), v) for i, v in await self._conn.execute(select(rows.c.idx, rows.c.value))]
+
+    def _changes(
+        self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
+    ) -> Any:
+        """Every observation before the last end with its bucket (-1: before the first),
+        its value and the customer's previous value (NULL for their first observation)."""
+        value = _obs.c[COLUMN_OF[data_type]]
+        previous = func.lag(value, type_=value.type).over(
+            partition_by=_obs.c.customer_ref, order_by=_obs.c.observed_at
+        )
+        return (
+            select(self._bucket(spans), value.label("value"), previous.label("previous"))
+            .where(*self._scope(metric_ref, customer_ref), _obs.c.observed_at < spans[-1].end)
+            .subquery("changes")
+        )
+
+    async def snapshot_changes(
         self,
         metric_ref: int,
         data_type: str,
         spans: list[Bucket],
         customer_ref: int | None,
-        snapshot: bool,
-    ) -> list[tuple[int, Any]]:
-        """(bucket index, value) pairs, for aggregating exactly outside SQL."""
-        joined, buckets, value = self._source(metric_ref, data_type, spans, customer_ref, snapshot)
-        stmt = select(buckets.c.idx, value).select_from(joined)
-        return [(int(i), v) for i, v in await self._conn.execute(stmt)]
+        with_sum: bool,
+    ) -> dict[int, tuple[int, Any]]:
+        """{bucket index (-1: before the first bucket): (customers whose first value falls
+        there, sum of the changes of value there or None without `with_sum`)}. A customer's
+        value at a bucket's end is the sum of their changes before it, so running totals
+        give every snapshot. In SQL, exactly (NUMERIC arithmetic: PostgreSQL only)."""
+        changes = self._changes(metric_ref, data_type, spans, customer_ref)
+        first = case((changes.c.previous.is_(None), 1), else_=0)
+        columns = [changes.c.idx, func.sum(first)]
+        if with_sum:
+            # NUMERIC, so that INTEGER differences cannot overflow 64 bits.
+            before = func.coalesce(cast(changes.c.previous, Numeric), 0)
+            columns.append(func.sum(cast(changes.c.value, Numeric) - before))
+        stmt = select(*columns).group_by(changes.c.idx)
+        return {
+            int(r[0]): (int(r[1]), r[2] if with_sum else None)
+            for r in await self._conn.execute(stmt)
+        }
+
+    async def snapshot_rows(
+        self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
+    ) -> list[tuple[int, Any, Any]]:
+        """(bucket index, value, previous value) of every observation before the last end,
+        for computing `snapshot_changes` exactly outside SQL."""
+        changes = self._changes(metric_ref, data_type, spans, customer_ref)
+        stmt = select(changes.c.idx, changes.c.value, changes.c.previous)
+        return [(int(i), v, p) for i, v, p in await self._conn.execute(stmt)]

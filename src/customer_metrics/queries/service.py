@@ -11,8 +11,9 @@ from customer_metrics.errors import InvalidRequest
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.repository import MetricRepository, MetricRow
 from customer_metrics.metrics.service import resolve_refs
+from customer_metrics.queries.filter_repository import SortSpec
 from customer_metrics.queries.filters import FilterParser, referenced_metrics
-from customer_metrics.queries.repository import SearchRepository, SortSpec
+from customer_metrics.queries.repository import SearchRepository
 from customer_metrics.queries.schemas import SearchRequest
 from customer_metrics.text import is_clean
 from customer_metrics.values import typed

@@ -42,9 +42,10 @@ class SummaryService:
 
     async def summarize(self, metric: MetricRow, as_of: datetime | None) -> Summary:
         kind = metric.data_type
-        count = await self._repo.count(metric.id, kind, as_of)
         if kind in ("NUMBER", "INTEGER"):
-            return Summary(count, await self._numeric(metric, count, as_of))
+            count, total = await self._repo.totals(metric.id, kind, as_of)
+            return Summary(count, await self._numeric(metric, count, total, as_of))
+        count = await self._repo.count(metric.id, kind, as_of)
         if kind in ("STRING", "BOOLEAN"):
             top = await self._repo.top_values(metric.id, kind, as_of)
             return Summary(count, {"values": [{"value": v, "count": n} for v, n in top]})
@@ -52,18 +53,17 @@ class SummaryService:
         return Summary(count, {"min": typed.to_json(kind, low), "max": typed.to_json(kind, high)})
 
     async def _numeric(
-        self, metric: MetricRow, count: int, as_of: datetime | None
+        self, metric: MetricRow, count: int, total: Decimal, as_of: datetime | None
     ) -> dict[str, Any]:
         names = ("sum", "min", "max", "avg", *PERCENTILES)
         if count == 0:
             return dict.fromkeys(names)
         kind = metric.data_type
-        total = await self._repo.exact_sum(metric.id, kind, as_of)
         positions = {name: (count - 1) * p for name, p in PERCENTILES.items()}
         ranks = {0, count - 1}
         for h in positions.values():
             ranks |= {int(h), min(int(h) + 1, count - 1)}
-        at = await self._repo.at_ranks(metric.id, kind, as_of, sorted(ranks))
+        at = await self._repo.at_ranks(metric.id, kind, as_of, sorted(ranks), count)
         as_decimal = {rank: Decimal(value) for rank, value in at.items()}
         result: dict[str, Any] = {
             "sum": total if kind == "NUMBER" else int(total),

@@ -26,12 +26,18 @@ class SummaryRepository:
         self._dialect = self._conn.dialect.name
 
     def _values(self, metric_ref: int, data_type: str, as_of: datetime | None) -> Any:
-        """One row per customer: that customer's value at `as_of` (or now)."""
+        """One row per customer with a value: that customer's value at `as_of` (or now)."""
         column = COLUMN_OF[data_type]
         if as_of is None:
+            # IS NOT NULL: the value index of this type holds exactly those rows, and serves
+            # counting, summing and ranking without reading the table.
             return (
                 select(_cur.c[column].label("value"))
-                .where(_cur.c.organization_id == self._org, _cur.c.metric_ref == metric_ref)
+                .where(
+                    _cur.c.organization_id == self._org,
+                    _cur.c.metric_ref == metric_ref,
+                    _cur.c[column].is_not(None),
+                )
                 .subquery("vals")
             )
         older = _obs.alias("older")
@@ -51,43 +57,74 @@ class SummaryRepository:
                 _obs.c.organization_id == self._org,
                 _obs.c.metric_ref == metric_ref,
                 _obs.c.observed_at == latest,
+                _obs.c[column].is_not(None),
             )
             .subquery("vals")
         )
 
     async def count(self, metric_ref: int, data_type: str, as_of: datetime | None) -> int:
         values = self._values(metric_ref, data_type, as_of)
-        stmt = select(func.count()).select_from(values).where(values.c.value.is_not(None))
+        stmt = select(func.count()).select_from(values)
         return int((await self._conn.execute(stmt)).scalar_one())
 
-    async def exact_sum(self, metric_ref: int, data_type: str, as_of: datetime | None) -> Decimal:
+    async def totals(
+        self, metric_ref: int, data_type: str, as_of: datetime | None
+    ) -> tuple[int, Decimal]:
+        """How many customers have a value, and the exact sum of those values (one pass)."""
         values = self._values(metric_ref, data_type, as_of)
-        if self._dialect == "sqlite" and data_type == "NUMBER":
-            # SQLite has no exact decimal arithmetic: add the stored text exactly here.
-            total = Decimal(0)
+        if self._dialect == "sqlite":
+            # SQLite has no exact decimal arithmetic, and its sum() of integers fails past
+            # 64 bits: add the values exactly here.
+            count, total = 0, Decimal(0)
             result = await self._conn.stream(select(values.c.value))
             async for (value,) in result:
+                count += 1
                 total += value
-            return total
-        stmt = select(func.coalesce(func.sum(values.c.value), 0))
-        return Decimal((await self._conn.execute(stmt)).scalar_one())
+            return count, total
+        stmt = select(func.count(), func.coalesce(func.sum(values.c.value), 0))
+        count, total = (await self._conn.execute(stmt)).one()
+        return int(count), Decimal(total)
+
+    def _ordering(self, values: Any, data_type: str) -> Any:
+        if data_type == "NUMBER":
+            return dialect.comparable_number(values.c.value, self._dialect)
+        return values.c.value
 
     async def at_ranks(
-        self, metric_ref: int, data_type: str, as_of: datetime | None, ranks: list[int]
+        self, metric_ref: int, data_type: str, as_of: datetime | None, ranks: list[int], count: int
     ) -> dict[int, Any]:
-        """The values at the given 0-based ranks in ascending order (one sort)."""
-        values = self._values(metric_ref, data_type, as_of)
-        ordering = values.c.value
-        if data_type == "NUMBER":
-            ordering = dialect.comparable_number(values.c.value, self._dialect)
-        ranked = (
-            select(
-                values.c.value,
-                (func.row_number().over(order_by=ordering) - 1).label("rank"),
+        """The values at the given 0-based ranks in ascending order, of `count` values.
+
+        Current values are read in index order, skipping to each run of adjacent ranks from
+        the nearer end (so the median costs half a pass and the top percentiles little);
+        values as of a past instant have no index, so they are sorted once and numbered."""
+        if as_of is not None:
+            return await self._numbered(metric_ref, data_type, as_of, ranks)
+        found: dict[int, Any] = {}
+        for first, last in _runs(sorted(set(ranks))):
+            values = self._values(metric_ref, data_type, None)
+            ordering = self._ordering(values, data_type)
+            from_top = count - 1 - last < first
+            stmt = (
+                select(values.c.value)
+                .order_by(ordering.desc() if from_top else ordering.asc())
+                .offset(count - 1 - last if from_top else first)
+                .limit(last - first + 1)
             )
-            .where(values.c.value.is_not(None))
-            .subquery("ranked")
-        )
+            got = [value for (value,) in await self._conn.execute(stmt)]
+            if from_top:
+                got.reverse()
+            found.update(zip(range(first, last + 1), got, strict=False))
+        return found
+
+    async def _numbered(
+        self, metric_ref: int, data_type: str, as_of: datetime, ranks: list[int]
+    ) -> dict[int, Any]:
+        values = self._values(metric_ref, data_type, as_of)
+        ranked = select(
+            values.c.value,
+            (func.row_number().over(order_by=self._ordering(values, data_type)) - 1).label("rank"),
+        ).subquery("ranked")
         stmt = select(ranked.c.rank, ranked.c.value).where(ranked.c.rank.in_(sorted(set(ranks))))
         return {int(rank): value for rank, value in await self._conn.execute(stmt)}
 
@@ -109,9 +146,19 @@ class SummaryRepository:
             tie_break = dialect.bytewise(values.c.value, self._dialect)
         stmt = (
             select(values.c.value, counted)
-            .where(values.c.value.is_not(None))
             .group_by(values.c.value)
             .order_by(counted.desc(), tie_break.asc())
             .limit(TOP_VALUES)
         )
         return [(value, int(n)) for value, n in await self._conn.execute(stmt)]
+
+
+def _runs(ranks: list[int]) -> list[tuple[int, int]]:
+    """Sorted ranks as (first, last) runs of adjacent ones: [0, 4, 5, 9] → (0,0) (4,5) (9,9)."""
+    runs: list[tuple[int, int]] = []
+    for rank in ranks:
+        if runs and runs[-1][1] + 1 == rank:
+            runs[-1] = (runs[-1][0], rank)
+        else:
+            runs.append((rank, rank))
+    return runs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,7 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Date, Float, Integer, bindparam, cast, column, event, func, select, values
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Float,
+    bindparam,
+    case,
+    cast,
+    event,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -224,27 +235,31 @@ def bytewise(column: Any, dialect_name: str) -> Any:
     return column.collate("C") if dialect_name == "postgresql" else column
 
 
-def time_spans(spans: list[tuple[int, datetime, datetime]], dialect_name: str) -> Any:
-    """A small inline table (idx, start_at, end_at) to join rows to time buckets. SQLite has
-    no column aliases for VALUES, so there the rows travel as one JSON parameter."""
-    if dialect_name != "sqlite":
-        return values(
-            column("idx", Integer),
-            column("start_at", UTCDateTime()),
-            column("end_at", UTCDateTime()),
-            name="spans",
-        ).data(spans)
-    # The text form SQLite stores UTCDateTime in, so comparisons stay text-to-text.
-    stamp = "%Y-%m-%d %H:%M:%S.%f"
-    payload = json.dumps(
-        [
-            [s.astimezone(UTC).strftime(stamp), e.astimezone(UTC).strftime(stamp)]
-            for _, s, e in spans
-        ]
-    )
-    rows = func.json_each(payload).table_valued("key", "value")
-    return select(
-        rows.c.key.label("idx"),
-        func.json_extract(rows.c.value, "$[0]").label("start_at"),
-        func.json_extract(rows.c.value, "$[1]").label("end_at"),
-    ).subquery("spans")
+def per_row(subquery: Any, dialect_name: str) -> Any:
+    """A subquery for EXISTS that runs once per outer row (a lookup by key), instead of being
+    turned into a join over every row it could match: PostgreSQL leaves an EXISTS whose
+    subquery has an OFFSET as it is written. For outer rows that are few by construction."""
+    return subquery.offset(0) if dialect_name == "postgresql" else subquery
+
+
+def bucket_index(column: Any, bounds: list[datetime], dialect_name: str) -> Any:
+    """Which of the contiguous buckets `bounds` delimit (starts, then the last end) holds
+    `column`: -1 before the first start, k for [bounds[k], bounds[k + 1]), len(bounds) - 1
+    from the last end on. PostgreSQL's width_bucket is a binary search over one array
+    parameter; SQLite has none, so there it is a binary search written as nested CASEs."""
+    if dialect_name == "postgresql":
+        stamps = cast(
+            bindparam(None, bounds, type_=NativeArray(DateTime(timezone=True))),
+            ARRAY(DateTime(timezone=True)),
+        )
+        return func.width_bucket(column, stamps) - 1
+    edges = [bindparam(None, b, type_=UTCDateTime()) for b in bounds]
+
+    def below(low: int, high: int) -> Any:
+        """How many bounds are at or before `column`, knowing it is in [low, high]."""
+        if low == high:
+            return literal(low)
+        middle = (low + high) // 2
+        return case((edges[middle] <= column, below(middle + 1, high)), else_=below(low, middle))
+
+    return below(0, len(bounds)) - 1

@@ -23,10 +23,18 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from customer_metrics.storage.types import AutoId, ExactDecimal, Json, MachineKey, UTCDateTime
+from customer_metrics.storage.types import (
+    AutoId,
+    BytewiseText,
+    ExactDecimal,
+    Json,
+    MachineKey,
+    UTCDateTime,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -183,17 +191,48 @@ class Observation(_ObservationColumns, Base):
     )
 
 
+_TYPED_COLUMNS = (
+    "value_number",
+    "value_integer",
+    "value_text",
+    "value_boolean",
+    "value_date",
+    "value_datetime",
+)
+
+
+def _by_value() -> list[Index]:
+    """One index per typed column, holding only the rows of that type: a search filtered or
+    sorted by a metric reads its customers in value order (then by customer, the tie-break)."""
+    return [
+        Index(
+            f"ix_metric_current_values_by_{column}",
+            "organization_id",
+            "metric_ref",
+            column,
+            "customer_ref",
+            postgresql_where=text(f"{column} IS NOT NULL"),
+            sqlite_where=text(f"{column} IS NOT NULL"),
+        )
+        for column in _TYPED_COLUMNS
+    ]
+
+
 class CurrentValue(_ObservationColumns, Base):
     """The latest observation per customer and metric, kept in the writing transaction so
     reads of current values never scan history."""
 
     __tablename__ = "metric_current_values"
+    # Searches compare and sort text by code point, which an index serves only when the
+    # column itself is collated that way.
+    value_text: Mapped[str | None] = mapped_column(BytewiseText, nullable=True)
     __table_args__ = (
         PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref"),
         *_owners(),
         Index(
             "ix_metric_current_values_by_metric", "organization_id", "metric_ref", "customer_ref"
         ),
+        *_by_value(),
     )
 
 

@@ -16,6 +16,9 @@ Json = JSON().with_variant(JSONB(), "postgresql")
 # Machine keys compared by code point: on PostgreSQL the "C" collation also lets a
 # `LIKE 'prefix%'` use the index (the locale's collation cannot).
 MachineKey = String(64).with_variant(String(64, collation="C"), "postgresql")
+# Text that sorts by code point, as queries compare it (`dialect.bytewise`): on PostgreSQL
+# the column's collation must be "C" for an index on it to serve those comparisons.
+BytewiseText = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
