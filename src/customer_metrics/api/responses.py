@@ -20,7 +20,19 @@ def _plain_decimal(value: Any) -> Any:
 
 
 def render_exact(content: Any) -> bytes:
-    return orjson.dumps(content, default=_plain_decimal)
+    try:
+        return orjson.dumps(content, default=_plain_decimal)
+    except TypeError:
+        # orjson stops at 64-bit integers; a sum of INTEGER values can pass them.
+        return simplejson.dumps(
+            content, use_decimal=False, default=_wide_decimal, separators=(",", ":")
+        ).encode()
+
+
+def _wide_decimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return simplejson.RawJSON(format(value, "f"))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def dumps_exact(content: Any) -> str:
