@@ -44,6 +44,10 @@ class SearchRepository:
         self._dialect = self._conn.dialect.name
         self._sql = FilterSql(self._org, self._dialect)
 
+    async def _read(self, stmt: Any) -> Any:
+        # Plans hinge on the parameters (which metric, how many of its rows a range holds).
+        return await self._conn.execute(dialect.planned_each_time(stmt))
+
     async def search(
         self, node: Node | None, sort: list[SortSpec], after: tuple[Any, ...] | None, limit: int
     ) -> list[Hit]:
@@ -250,14 +254,14 @@ class SearchRepository:
         return stmt.order_by(*order, _c.c.id.asc())
 
     async def _hits(self, stmt: Any) -> list[Hit]:
-        rows = await self._conn.execute(stmt)
+        rows = await self._read(stmt)
         return [Hit(r[0], r[1], r[2], r[3], (*tuple(r[4:]), r[0])) for r in rows]
 
     async def count(self, node: Node | None) -> int:
         stmt = select(func.count()).select_from(_c).where(_c.c.organization_id == self._org)
         if node is not None:
             stmt = stmt.where(self._sql.condition(node))
-        return int((await self._conn.execute(stmt)).scalar_one())
+        return int((await self._read(stmt)).scalar_one())
 
     def _sort_keys(self, sort: list[SortSpec], base: Any, first: int = 0) -> tuple[list[Any], Any]:
         joined: Any = base

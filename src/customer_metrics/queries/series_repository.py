@@ -26,6 +26,10 @@ class SeriesRepository:
         self._org = tenant.organization_id
         self._dialect = self._conn.dialect.name
 
+    async def _read(self, stmt: Any) -> Any:
+        # Plans hinge on the parameters (which metric, how many of its rows a range holds).
+        return await self._conn.execute(dialect.planned_each_time(stmt))
+
     @property
     def exact_in_sql(self) -> bool:
         """Whether SQL sums NUMBER and INTEGER values exactly here (SQLite stores NUMBER as
@@ -77,7 +81,7 @@ class SeriesRepository:
             rows.c.idx, func.count(value), *([extra] if extra is not None else [])
         ).group_by(rows.c.idx)
         result: dict[int, tuple[int, Any, Any, Any]] = {}
-        for row in await self._conn.execute(stmt):
+        for row in await self._read(stmt):
             found = row[2] if extra is not None else None
             result[int(row[0])] = (
                 int(row[1]),
@@ -93,7 +97,7 @@ class SeriesRepository:
         """(bucket index, value) of every observation inside, for aggregating exactly
         outside SQL."""
         rows = self._inside(metric_ref, data_type, spans, customer_ref)
-        return [(int(i), v) for i, v in await self._conn.execute(select(rows.c.idx, rows.c.value))]
+        return [(int(i), v) for i, v in await self._read(select(rows.c.idx, rows.c.value))]
 
     def _changes(
         self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
@@ -130,10 +134,7 @@ class SeriesRepository:
             before = func.coalesce(cast(changes.c.previous, Numeric), 0)
             columns.append(func.sum(cast(changes.c.value, Numeric) - before))
         stmt = select(*columns).group_by(changes.c.idx)
-        return {
-            int(r[0]): (int(r[1]), r[2] if with_sum else None)
-            for r in await self._conn.execute(stmt)
-        }
+        return {int(r[0]): (int(r[1]), r[2] if with_sum else None) for r in await self._read(stmt)}
 
     async def snapshot_rows(
         self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
@@ -142,4 +143,4 @@ class SeriesRepository:
         for computing `snapshot_changes` exactly outside SQL."""
         changes = self._changes(metric_ref, data_type, spans, customer_ref)
         stmt = select(changes.c.idx, changes.c.value, changes.c.previous)
-        return [(int(i), v, p) for i, v, p in await self._conn.execute(stmt)]
+        return [(int(i), v, p) for i, v, p in await self._read(stmt)]

@@ -25,6 +25,10 @@ class SummaryRepository:
         self._org = tenant.organization_id
         self._dialect = self._conn.dialect.name
 
+    async def _read(self, stmt: Any) -> Any:
+        # Plans hinge on the parameters (which metric, how many of its rows a range holds).
+        return await self._conn.execute(dialect.planned_each_time(stmt))
+
     def _values(self, metric_ref: int, data_type: str, as_of: datetime | None) -> Any:
         """One row per customer with a value: that customer's value at `as_of` (or now)."""
         column = COLUMN_OF[data_type]
@@ -65,7 +69,7 @@ class SummaryRepository:
     async def count(self, metric_ref: int, data_type: str, as_of: datetime | None) -> int:
         values = self._values(metric_ref, data_type, as_of)
         stmt = select(func.count()).select_from(values)
-        return int((await self._conn.execute(stmt)).scalar_one())
+        return int((await self._read(stmt)).scalar_one())
 
     async def totals(
         self, metric_ref: int, data_type: str, as_of: datetime | None
@@ -82,7 +86,7 @@ class SummaryRepository:
                 total += value
             return count, total
         stmt = select(func.count(), func.coalesce(func.sum(values.c.value), 0))
-        count, total = (await self._conn.execute(stmt)).one()
+        count, total = (await self._read(stmt)).one()
         return int(count), Decimal(total)
 
     def _ordering(self, values: Any, data_type: str) -> Any:
@@ -111,7 +115,7 @@ class SummaryRepository:
                 .offset(count - 1 - last if from_top else first)
                 .limit(last - first + 1)
             )
-            got = [value for (value,) in await self._conn.execute(stmt)]
+            got = [value for (value,) in await self._read(stmt)]
             if from_top:
                 got.reverse()
             found.update(zip(range(first, last + 1), got, strict=False))
@@ -126,14 +130,14 @@ class SummaryRepository:
             (func.row_number().over(order_by=self._ordering(values, data_type)) - 1).label("rank"),
         ).subquery("ranked")
         stmt = select(ranked.c.rank, ranked.c.value).where(ranked.c.rank.in_(sorted(set(ranks))))
-        return {int(rank): value for rank, value in await self._conn.execute(stmt)}
+        return {int(rank): value for rank, value in await self._read(stmt)}
 
     async def min_max(
         self, metric_ref: int, data_type: str, as_of: datetime | None
     ) -> tuple[Any, Any]:
         values = self._values(metric_ref, data_type, as_of)
         stmt = select(func.min(values.c.value), func.max(values.c.value))
-        low, high = (await self._conn.execute(stmt)).one()
+        low, high = (await self._read(stmt)).one()
         return low, high
 
     async def top_values(
@@ -150,7 +154,7 @@ class SummaryRepository:
             .order_by(counted.desc(), tie_break.asc())
             .limit(TOP_VALUES)
         )
-        return [(value, int(n)) for value, n in await self._conn.execute(stmt)]
+        return [(value, int(n)) for value, n in await self._read(stmt)]
 
 
 def _runs(ranks: list[int]) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
 
+from customer_metrics.storage.native import PLAN_EACH_TIME
 from customer_metrics.storage.types import ExactDecimal, NativeArray, UTCDateTime
 
 READ_ONLY = "cm_read_only"
@@ -233,6 +234,12 @@ def starts_with(column: Any, prefix: str) -> Any:
 def bytewise(column: Any, dialect_name: str) -> Any:
     """Text ordered by code point on both databases (PostgreSQL would use the locale)."""
     return column.collate("C") if dialect_name == "postgresql" else column
+
+
+def planned_each_time(statement: Any) -> Any:
+    """A read planned for the values it runs with, never with a cached generic plan
+    (PostgreSQL; see `native.PLAN_EACH_TIME`). SQLite plans every statement anyway."""
+    return statement.execution_options(**{PLAN_EACH_TIME: True})
 
 
 def per_row(subquery: Any, dialect_name: str) -> Any:
