@@ -1,5 +1,5 @@
 """The route class every API route uses: JSON bodies only (415 otherwise), parsed strictly,
-and always a JSON object."""
+and always a JSON object; each query parameter given at most once."""
 
 from __future__ import annotations
 
@@ -56,12 +56,30 @@ async def require_object(request: StrictJSONRequest) -> None:
         )
 
 
+def require_single_query_values(request: Request) -> None:
+    """No parameter of this API takes a list, and `?limit=1&limit=200` is ambiguous (FastAPI
+    would take the last): a repeated query parameter is refused, as a repeated JSON key is."""
+    params = request.query_params
+    if len(params.multi_items()) != len(params):
+        repeated = next(name for name in params if len(params.getlist(name)) > 1)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "duplicate_parameter",
+                    "loc": ("query", repeated),
+                    "msg": "Query parameter given more than once",
+                }
+            ]
+        )
+
+
 class StrictRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_body = self.body_field is not None
 
         async def strict_handler(request: Request) -> Response:
+            require_single_query_values(request)
             strict = StrictJSONRequest(request.scope, request.receive)
             if takes_body:
                 body = await request.body()
