@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -110,7 +111,7 @@ def _unavailable(error: BaseException) -> Unavailable:
     return Unavailable("The database is busy or unreachable; retry shortly.")
 
 
-class Session:
+class Session(ABC):
     """One request's connection and transaction. Routes commit before they return, so a write
     is durable before its response leaves; closing without a commit rolls back.
 
@@ -143,11 +144,11 @@ class Session:
         if not self.deferred:
             await self.commit_now()
 
-    async def commit_now(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def commit_now(self) -> None: ...
 
-    async def rollback(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def rollback(self) -> None: ...
 
     def own_transactions(self) -> AbstractAsyncContextManager[bool]:
         """Statements inside commit one by one (PostgreSQL, autocommit).
@@ -162,8 +163,8 @@ class Session:
         stay in the request's transaction. Yields whether they commit one by one."""
         return _shared_transaction()
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def close(self) -> None: ...
 
 
 @asynccontextmanager
