@@ -136,9 +136,11 @@ class Session(ABC):
         themselves; on PostgreSQL under row-level security each transaction also names it
         to the database, so a statement that forgets its filter sees no other tenant's rows.
         Set before the first statement that needs it (the key lookup runs without it)."""
+        return None  # SQLite: nothing to tell the database
 
     async def begin_transaction(self) -> None:
         """From here on, statements share one transaction until commit."""
+        return None  # SQLite: every session is one transaction already
 
     async def commit(self) -> None:
         if not self.deferred:
