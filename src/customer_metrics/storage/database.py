@@ -45,6 +45,11 @@ class Database:
             dialect.install_sqlite_transactions(self.engine)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        # Requests take turns for the pool's connections first come, first served. asyncpg's
+        # own queue lets a newcomer take a connection that was just handed to a waiter, which
+        # sends that waiter to the back of the line again: under load a few requests waited
+        # 10-20x the median (p99 330 ms at p50 24 ms); with the turns, p99 ≈ 1.6x p50.
+        self._turns = asyncio.Semaphore(pool_size)
         # Whether row-level security filters tenant tables for the connected role: learnt at
         # the pool's first connection (PostgreSQL only).
         self.row_security = False
@@ -66,6 +71,7 @@ class Database:
                         dialect.native_dsn(self.url),
                         min_size=0,
                         max_size=self.pool_size,
+                        timeout=dialect.POOL_TIMEOUT,  # to connect
                         init=native.init_connection,
                         reset=native.keep_connection,
                     )
@@ -81,11 +87,24 @@ class Database:
         return self._pool
 
     async def acquire(self) -> asyncpg.Connection:
+        if self._turns.locked():  # a timer only when there is a line to wait in
+            try:
+                async with asyncio.timeout(dialect.POOL_TIMEOUT):
+                    await self._turns.acquire()
+            except TimeoutError as error:
+                raise _unavailable(error) from None
+        else:
+            await self._turns.acquire()
         try:
             pool = await self.pool()
-            return await pool.acquire(timeout=dialect.POOL_TIMEOUT)
-        except Exception as error:  # whatever stops a connect is an outage
-            raise _unavailable(error) from None
+            # A turn means a connection is free or may be opened (bounded by the connect
+            # timeout): no `timeout=` here, which would cost a task per request.
+            return await pool.acquire()
+        except BaseException as error:
+            self._turns.release()
+            if isinstance(error, Exception):  # whatever stops a connect is an outage
+                raise _unavailable(error) from None
+            raise
 
     async def release(self, connection: asyncpg.Connection, *, broken: bool = False) -> None:
         assert self._pool is not None
@@ -95,7 +114,10 @@ class Database:
             with contextlib.suppress(asyncpg.InterfaceError):
                 if not connection.is_closed():
                     connection.terminate()  # the pool opens a new one in its place
-        await self._pool.release(connection)
+        try:
+            await self._pool.release(connection)
+        finally:
+            self._turns.release()
 
     async def dispose(self) -> None:
         if self._pool is not None:
