@@ -5,6 +5,13 @@ from __future__ import annotations
 from customer_metrics.api_keys.secrets import redact_keys
 
 
+class StaleLookup(Exception):
+    """Something this request took from a worker's memory instead of the database (an API key
+    seen active, a metric definition) no longer holds, or the request is about to answer
+    with an error on the strength of it. Nothing has been stored: the route runs the request
+    again with every lookup made in the database (api/routing.py)."""
+
+
 class AppError(Exception):
     status_code = 500
     code = "internal_error"

@@ -23,10 +23,12 @@ from customer_metrics.api.openapi import EVERY_API_ROUTE, declare_security, oper
 from customer_metrics.api.ratelimit import build_rate_limiter
 from customer_metrics.api.resources import Resources
 from customer_metrics.api_keys.secrets import load_or_create_secret
+from customer_metrics.api_keys.service import KnownKeys
 from customer_metrics.customers.router import router as customers_router
 from customer_metrics.idempotency.purge import purge_forever
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.router import router as metrics_router
+from customer_metrics.metrics.service import KnownMetrics
 from customer_metrics.queries.router import router as queries_router
 from customer_metrics.settings import Settings, get_settings
 from customer_metrics.storage.database import Database
@@ -87,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.secret = load_or_create_secret(settings.secret_key, settings.data_dir)
     app.state.rate_limiter = build_rate_limiter(settings, app.state.secret)
+    app.state.known_keys = KnownKeys()
+    app.state.known_metrics = KnownMetrics()
     app.state.resources = Resources(
         [("", health.router)]
         + [(API_PREFIX, feature) for feature in FEATURE_ROUTERS]

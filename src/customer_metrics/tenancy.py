@@ -9,3 +9,7 @@ from dataclasses import dataclass
 class Tenant:
     organization_id: int
     api_key_id: int
+    # False when the key was recognised from this worker's memory of keys it has seen
+    # active, without asking the database (api_keys/service.py, KnownKeys): the request may
+    # then only answer through statements that check the key is still active themselves.
+    key_checked: bool = True

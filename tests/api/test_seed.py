@@ -6,6 +6,8 @@ import re
 
 import httpx
 
+from customer_metrics.metrics.schemas import MetricOut
+
 SEED_REQUEST = {
     "name": "Customer Tier",
     "description": "The service level tier the customer is subscribed to.",
@@ -41,6 +43,11 @@ async def test_seed_example_returns_every_seed_field_with_seed_types(client, org
     assert TIMESTAMP.match(body["time_created"])
     assert body["time_created"] == body["time_updated"]
     assert response.headers["location"] == "/external/v1/customers/metrics/METRIC-001"
+    # Exactly the documented model, field for field and in its order.
+    assert list(body) == list(MetricOut.model_fields)
+    assert MetricOut.model_validate(body).model_dump(mode="json") == body
+    fetched = (await client.get("/customers/metrics/METRIC-001")).json()
+    assert {field: fetched[field] for field in body} == body
 
 
 async def test_seed_doubled_path_answers_and_is_marked_deprecated(client):

@@ -28,6 +28,31 @@ def reads_only(endpoint: F) -> F:
     return endpoint
 
 
+def checks_key_inline(endpoint: F) -> F:
+    """Marks a route whose statements check a remembered API key themselves (see KnownKeys):
+    on PostgreSQL it skips the key lookup's round trip. Only its successful answers rely on
+    that; any error answer is given again after a real lookup (api/routing.py)."""
+    endpoint.checks_key_inline = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+RECHECK_STATE = "recheck"
+
+
+def reuses_lookups(request: Request) -> bool:
+    """Whether this request may use what the worker remembers (API keys, metric definitions)
+    instead of looking it up: on PostgreSQL, on routes built for it, unless the request is
+    being run again because something remembered did not hold."""
+    state = request.state._state
+    if state.get(RECHECK_STATE) or request.app.state.database.is_sqlite:
+        return False
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    # An Idempotency-Key is claimed (a write) before the route's own statements run.
+    return bool(getattr(endpoint, "checks_key_inline", False)) and (
+        "idempotency-key" not in request.headers
+    )
+
+
 def is_read(request: Request) -> bool:
     if request.method in _READ_METHODS:
         return True
@@ -63,7 +88,11 @@ def _presented_key(request: Request) -> str | None:
 
 async def current_tenant(request: Request, session: DbSession) -> Tenant:
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
-    tenant = await service.authenticate(_presented_key(request))
+    known = request.app.state.known_keys if reuses_lookups(request) else None
+    tenant = await service.authenticate(_presented_key(request), known)
+    # Set before the rate limit: a refusal on a remembered key is given again after a real
+    # lookup (a revoked key gets its 401).
+    request.state.tenant = tenant
     # The key is known only now, and nothing is written or claimed yet: a refused request
     # leaves no trace.
     limiter = request.app.state.rate_limiter

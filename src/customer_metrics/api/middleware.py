@@ -96,8 +96,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _send_json(send, 413, _TOO_LARGE)
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_body_bytes:
+                await _send_json(send, 413, _TOO_LARGE)
+                return
+            # The server reads no more than Content-Length announces: nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
 

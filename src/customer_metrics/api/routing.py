@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
-from customer_metrics.api.deps import SESSION_STATE
-from customer_metrics.errors import UnsupportedMediaType
+from customer_metrics.api.deps import RECHECK_STATE, SESSION_STATE
+from customer_metrics.errors import StaleLookup, UnsupportedMediaType
 
 
 @lru_cache(maxsize=64)
@@ -92,20 +92,43 @@ class StrictRoute(APIRoute):
                 if body:
                     await require_object(strict)
             try:
-                try:
-                    response = await handler(strict)
-                except BaseException:
-                    claim = getattr(strict.state, "idempotency", None)
-                    if claim is not None:
-                        await claim.abandon()
+                return await _answer(handler, strict)
+            except Exception as error:
+                state = strict.state._state
+                tenant = state.get("tenant")
+                remembered = tenant is not None and not tenant.key_checked
+                if state.get(RECHECK_STATE) or not (remembered or isinstance(error, StaleLookup)):
                     raise
-                claim = getattr(strict.state, "idempotency", None)
-                if claim is not None:
-                    await claim.finish(response)
-                return response
+                # The answer was to rest on what the worker remembers (a key, a metric) and is
+                # an error, or what was remembered no longer holds: nothing was stored; run it
+                # again with every lookup made in the database.
+                await _close_session(strict)
+                state.pop("tenant", None)
+                state[RECHECK_STATE] = True
+                return await _answer(handler, strict)
             finally:
-                session = strict.state._state.pop(SESSION_STATE, None)
-                if session is not None:
-                    await session.close()
+                await _close_session(strict)
 
         return strict_handler
+
+
+async def _answer(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]], request: Request
+) -> Response:
+    try:
+        response = await handler(request)
+    except BaseException:
+        claim = getattr(request.state, "idempotency", None)
+        if claim is not None:
+            await claim.abandon()
+        raise
+    claim = getattr(request.state, "idempotency", None)
+    if claim is not None:
+        await claim.finish(response)
+    return response
+
+
+async def _close_session(request: Request) -> None:
+    session = request.state._state.pop(SESSION_STATE, None)
+    if session is not None:
+        await session.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 
 from customer_metrics.storage.database import Session
 from customer_metrics.storage.models import ApiKey, table_of
@@ -27,6 +28,18 @@ class ApiKeyRow:
 _ACTIVE_BY_HASH = select(_t.c.organization_id, _t.c.id).where(
     _t.c.key_hash == bindparam("key_hash"), _t.c.time_revoked.is_(None)
 )
+
+
+def key_still_active(organization_id: Any, api_key_id: Any) -> Any:
+    """True while the key is not revoked: for statements that check a key remembered by the
+    worker (KnownKeys) in the same round trip as their work."""
+    return exists().where(
+        _t.c.id == api_key_id,
+        _t.c.organization_id == organization_id,
+        _t.c.time_revoked.is_(None),
+    )
+
+
 _COLUMNS = (_t.c.id, _t.c.organization_id, _t.c.prefix, _t.c.time_created, _t.c.time_revoked)
 
 

@@ -11,6 +11,26 @@ from customer_metrics.errors import NotFound, Unauthenticated
 from customer_metrics.tenancy import Tenant
 
 
+class KnownKeys:
+    """The keys this worker has found active, by hash: the tenant each names. A key's
+    organization never changes, so what is remembered cannot go stale; only revocation can
+    come later, and a request that uses a remembered key answers only through statements
+    that check the key is still active in the same round trip (`Tenant.key_checked`), or
+    has it checked first. Bounded: the oldest is forgotten first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._tenants: dict[str, Tenant] = {}
+
+    def get(self, key_hash: str) -> Tenant | None:
+        return self._tenants.get(key_hash)
+
+    def remember(self, key_hash: str, tenant: Tenant) -> None:
+        if len(self._tenants) >= self._size:
+            del self._tenants[next(iter(self._tenants))]
+        self._tenants[key_hash] = Tenant(tenant.organization_id, tenant.api_key_id, False)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedKey:
     row: ApiKeyRow
@@ -32,16 +52,22 @@ class ApiKeyService:
         )
         return IssuedKey(row, key)
 
-    async def authenticate(self, presented: str | None) -> Tenant:
+    async def authenticate(self, presented: str | None, known: KnownKeys | None = None) -> Tenant:
+        """The key's tenant. Given `known`, a key this worker has seen active is taken from
+        there without asking the database (`key_checked` False): see KnownKeys."""
         # One error for missing, malformed, unknown and revoked keys: nothing to tell apart.
         if not presented or not secrets.is_well_formed(presented):
             raise Unauthenticated(UNAUTHENTICATED_DETAIL)
-        found = await self._repo.find_active_by_hash_unscoped(
-            secrets.hash_key(presented, self._secret)
-        )
+        key_hash = secrets.hash_key(presented, self._secret)
+        if known is not None and (remembered := known.get(key_hash)) is not None:
+            return remembered
+        found = await self._repo.find_active_by_hash_unscoped(key_hash)
         if found is None:
             raise Unauthenticated(UNAUTHENTICATED_DETAIL)
-        return Tenant(organization_id=found[0], api_key_id=found[1])
+        tenant = Tenant(organization_id=found[0], api_key_id=found[1])
+        if known is not None:
+            known.remember(key_hash, tenant)
+        return tenant
 
     async def list_keys(self, organization_id: int | None) -> list[ApiKeyRow]:
         return await self._repo.list_unscoped(organization_id)

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from customer_metrics.errors import Conflict
+from customer_metrics.api_keys.repository import key_still_active
+from customer_metrics.errors import Conflict, StaleLookup
 from customer_metrics.storage import counters
 from customer_metrics.storage.database import Session
-from customer_metrics.storage.dialect import like_escape, violated_constraint
+from customer_metrics.storage.dialect import json_array_has, like_escape, violated_constraint
 from customer_metrics.storage.models import Metric, table_of
 from customer_metrics.tenancy import Tenant
 
@@ -54,11 +55,42 @@ def _row(r: Any) -> MetricRow:
     return MetricRow(**{c.name: getattr(r, c.name) for c in _COLUMNS})
 
 
+def definition_still_allows(organization_id: Any, metric: Any, value_text: Any) -> Any:
+    """True while the metric a write was checked against, remembered by the worker
+    (KnownMetrics), still stands as it was checked: same id, key and data type, not
+    archived, and `value_text` (a STRING value; NULL otherwise) still among its
+    allowed_values, if it has any. Parameters: `metric_ref`, `metric_key`,
+    `metric_data_type` (PostgreSQL)."""
+    return exists().where(
+        _t.c.organization_id == organization_id,
+        _t.c.id == metric,
+        _t.c.key == bindparam("metric_key", type_=_t.c.key.type),
+        _t.c.data_type == bindparam("metric_data_type", type_=_t.c.data_type.type),
+        _t.c.archived.is_(False),
+        or_(
+            _t.c.allowed_values.is_(None),
+            value_text.is_(None),
+            json_array_has(_t.c.allowed_values, value_text),
+        ),
+    )
+
+
+_KEY_STILL_ACTIVE = key_still_active(
+    bindparam("organization_id", type_=_t.c.organization_id.type),
+    bindparam("api_key_id", type_=_t.c.organization_id.type),
+)
+
+
 class MetricRepository:
     def __init__(self, session: Session, tenant: Tenant) -> None:
         self._session = session
         self._conn = session.connection
         self._org = tenant.organization_id
+        self._tenant = tenant
+
+    @property
+    def organization_id(self) -> int:
+        return self._org
 
     async def keys_starting_with(self, prefix: str) -> set[str]:
         stmt = select(_t.c.key).where(
@@ -78,14 +110,32 @@ class MetricRepository:
                 )
                 async with guard:
                     row = await counters.insert_numbered(
-                        self._conn, _t, self._org, "metric", values, _COLUMNS, relaxed=alone
+                        self._conn,
+                        _t,
+                        self._org,
+                        "metric",
+                        values,
+                        _COLUMNS,
+                        relaxed=alone,
+                        **self._key_check(),
                     )
         except IntegrityError as error:
             conflict = _conflict(error, values)
             if retry_on_key and conflict.code == "key_taken":
                 return None
             raise conflict from None
+        if row is None:  # the remembered key was revoked: nothing was numbered or stored
+            raise StaleLookup()
         return _row(row)
+
+    def _key_check(self) -> dict[str, Any]:
+        """With a key the worker remembers (KnownKeys), the insert checks it is still active."""
+        if self._tenant.key_checked:
+            return {}
+        return {
+            "only_if": _KEY_STILL_ACTIVE,
+            "only_if_params": {"api_key_id": self._tenant.api_key_id},
+        }
 
     async def get(self, *, id: int | None = None, key: str | None = None) -> MetricRow | None:
         stmt, value = (_BY_ID, id) if id is not None else (_BY_KEY, key)

@@ -18,13 +18,38 @@ from customer_metrics.values.repository import Usage, ValueRepository
 KEY_ATTEMPTS = 64
 
 
+class KnownMetrics:
+    """Metric definitions this worker has read for value writes, by organization and ref. A
+    write that uses one checks, in the statement that stores the value, that the definition
+    still stands as remembered (`definition_still_allows`); when it does not, the write is
+    run again from the database (errors.StaleLookup). Bounded: the oldest is forgotten
+    first."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._rows: dict[tuple[int, str], MetricRow] = {}
+
+    def get(self, organization_id: int, ref: str) -> MetricRow | None:
+        return self._rows.get((organization_id, ref))
+
+    def remember(self, organization_id: int, ref: str, row: MetricRow) -> None:
+        if len(self._rows) >= self._size:
+            del self._rows[next(iter(self._rows))]
+        self._rows[(organization_id, ref)] = row
+
+
 class MetricService:
     def __init__(
-        self, repository: MetricRepository, values: ValueRepository, limits: Limits
+        self,
+        repository: MetricRepository,
+        values: ValueRepository,
+        limits: Limits,
+        known: KnownMetrics | None = None,
     ) -> None:
         self._repo = repository
         self._values = values
         self._limits = limits
+        self._known = known
 
     async def create(self, body: MetricCreate) -> MetricRow:
         self._check_texts(body.name, body.description, body.unit, "name" in body.model_fields_set)
@@ -75,6 +100,20 @@ class MetricService:
             raise NotFound(f"No metric {ref!r} in this organization.")
         return row
 
+    async def get_for_write(self, ref: str) -> tuple[MetricRow, bool]:
+        """The metric a value write names, and whether it was remembered rather than read
+        (the write must then check it in its own statement: see KnownMetrics). Without a
+        memory (SQLite, or a request run again), always read."""
+        if self._known is None:
+            return await self.get(ref), False
+        org = self._repo.organization_id
+        remembered = self._known.get(org, ref)
+        if remembered is not None:
+            return remembered, True
+        row = await self.get(ref)
+        self._known.remember(org, ref, row)
+        return row, False
+
     async def list_page(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:
         return await self._repo.list_page(where, after_id, limit)
 
@@ -104,7 +143,8 @@ class MetricService:
                 f"{current.data_type}. Delete its values (or the metric, with cascade) first.",
                 "metric_in_use",
             )
-        if "allowed_values" in changes and current.allowed_values and data_type == "STRING":
+        # Clearing allowed_values (null) lifts the restriction: every stored value stays valid.
+        if "allowed_values" in changes and current.allowed_values and allowed is not None:
             removed = sorted(set(current.allowed_values) - set(allowed or []))
             in_use = await self._values.strings_in_use(current.id, removed) if removed else []
             if in_use:

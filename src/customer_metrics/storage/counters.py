@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, true
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, literal, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,6 +42,8 @@ async def insert_numbered(
     values: dict[str, Any],
     returning: list[Any],
     relaxed: bool = False,
+    only_if: Any = None,
+    only_if_params: dict[str, Any] | None = None,
 ) -> Any:
     """Inserts one row whose `id` is the organization's next `counter` number.
 
@@ -54,12 +56,20 @@ async def insert_numbered(
     the disk, so the counter lock is not held through a WAL flush, which a checkpoint can
     stretch to many milliseconds while every create of the organization queues behind it.
     The caller must wait for durability before answering (`Session.own_transactions` does:
-    WAL is flushed in order, so once a later commit is on disk, this one is too)."""
+    WAL is flushed in order, so once a later commit is on disk, this one is too).
+
+    `only_if` (PostgreSQL; a condition built once, with its own parameters in
+    `only_if_params`): neither the number is taken nor the row inserted unless it holds;
+    None is returned then."""
     params = {"organization_id": organization_id, "counter": counter, **values}
     if conn.dialect.name == "sqlite":  # writes are already serialised by BEGIN IMMEDIATE
+        assert only_if is None, "conditional numbered inserts are PostgreSQL's"
         params["id"] = await next_value(conn, organization_id, counter)
-    stmt = _numbered_insert(conn.dialect.name, table, tuple(values), tuple(returning), relaxed)
-    return (await conn.execute(stmt, params)).one()
+    params.update(only_if_params or {})
+    stmt = _numbered_insert(
+        conn.dialect.name, table, tuple(values), tuple(returning), relaxed, only_if
+    )
+    return (await conn.execute(stmt, params)).first()
 
 
 @lru_cache(maxsize=64)
@@ -69,6 +79,7 @@ def _numbered_insert(
     names: tuple[str, ...],
     returning: tuple[Any, ...],
     relaxed: bool,
+    only_if: Any,
 ) -> Any:
     """Built once per shape, run with bound parameters: building SQLAlchemy statements costs
     more CPU per request than executing them."""
@@ -78,9 +89,13 @@ def _numbered_insert(
         stmt = insert(table).values(organization_id=org, id=bindparam("id"), **columns)
         return stmt.returning(*returning)
     counters = table_of(Counter)
+    first = select(org, bindparam("counter", type_=counters.c.name.type), literal(1, BigInteger))
     bump = (
         pg_insert(counters)
-        .values(organization_id=org, name=bindparam("counter"), value=1)
+        .from_select(
+            ["organization_id", "name", "value"],
+            first if only_if is None else first.where(only_if),
+        )
         .on_conflict_do_update(
             index_elements=[counters.c.organization_id, counters.c.name],
             set_={"value": counters.c.value + 1},

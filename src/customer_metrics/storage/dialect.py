@@ -270,3 +270,9 @@ def bucket_index(column: Any, bounds: list[datetime], dialect_name: str) -> Any:
         return case((edges[middle] <= column, below(middle + 1, high)), else_=below(low, middle))
 
     return below(0, len(bounds)) - 1
+
+
+def json_array_has(column: Any, value: Any) -> Any:
+    """Whether the JSON array in `column` holds the string `value` (PostgreSQL's jsonb `?`).
+    Used only by statements that check remembered lookups, which run on PostgreSQL only."""
+    return column.op("?")(value)

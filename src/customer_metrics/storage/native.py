@@ -49,6 +49,15 @@ _LOST = (
 )
 
 
+# A synchronous commit that writes WAL: it returns once the WAL is on disk up to its own
+# commit record, and WAL is flushed in order, so every transaction that committed before it
+# was sent is durable too. It must write WAL: PostgreSQL commits a transaction that wrote
+# none (even one holding a transaction id, as `SELECT pg_current_xact_id()` does) without
+# flushing anything. A transactional logical message is the smallest WAL-writing statement
+# any role may run; nothing reads it unless logical decoding is set up to.
+FLUSH_WAL = "SELECT pg_logical_emit_message(true, 'customer-metrics', 'durable')"
+
+
 async def init_connection(connection: asyncpg.Connection) -> None:
     """The JSON codecs SQLAlchemy's asyncpg dialect installs: its JSON bind processor hands
     over text, and rows come back as Python objects."""
@@ -412,14 +421,16 @@ class NativeConnection:
         except asyncpg.PostgresError as error:
             raise _translated(error, sql) from error
 
-    async def wait_durable(self) -> None:
+    async def wait_durable(self, barrier: Any = None) -> None:
         """Returns once every transaction this connection committed is on disk, including
-        those committed with `synchronous_commit` off: a transaction with an id commits
-        synchronously (the session default), and WAL is flushed in order up to its record."""
+        those committed with `synchronous_commit` off (FLUSH_WAL). Given a
+        `DurabilityBarrier` (storage/database.py), one flush serves every request waiting
+        at the same time; without one, or when it fails, this connection flushes."""
         if self.unflushed:
             if self.autocommit:
                 await self.end(commit=True)  # reads kept open under row-level security
-            await self.exec_driver_sql("SELECT pg_current_xact_id()")
+            if barrier is None or not await barrier.wait():
+                await self.exec_driver_sql(FLUSH_WAL)
             self.unflushed = False
 
     def _lost(self, error: BaseException, sql: str) -> Exception:

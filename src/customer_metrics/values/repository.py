@@ -11,6 +11,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, select, true
 from sqlalchemy.sql import ColumnElement
 
+from customer_metrics.api_keys.repository import key_still_active
+from customer_metrics.errors import StaleLookup
+from customer_metrics.metrics.repository import MetricRow, definition_still_allows
 from customer_metrics.storage.database import Session
 from customer_metrics.storage.dialect import (
     column_rows,
@@ -85,12 +88,16 @@ def _upserts(dialect_name: str) -> tuple[Any, Any]:
 _WRITTEN = ("metric_ref", "observed_at", "recorded_at", "source", *VALUE_COLUMNS)
 
 
-@lru_cache(maxsize=1)
-def _record_by_customer_id() -> Any:
+@lru_cache(maxsize=2)
+def _record_by_customer_id(checks_lookups: bool) -> Any:
     """Where the database runs writes inside WITH: one statement (one round trip, its own
     transaction) that finds the customer by customer_id, upserts the observation and moves
-    the current value forward; it returns the customer's ref, or no row (and stores nothing)
-    when there is no such customer."""
+    the current value forward. It returns one row: the customer's ref (NULL, with nothing
+    stored, when there is no such customer) and `fresh`.
+
+    `checks_lookups`: the API key and the metric definition came from the worker's memory
+    (KnownKeys, KnownMetrics); the statement stores nothing unless the key is still active
+    and the definition still allows the value, and `fresh` says whether they did."""
     insert = upsert_insert("postgresql")
     org = bindparam("organization_id", type_=_obs.c.organization_id.type)
     customer = (
@@ -103,7 +110,17 @@ def _record_by_customer_id() -> Any:
         .cte("customer")
     )
     fields = [bindparam(name, type_=_obs.c[name].type) for name in _WRITTEN]
-    source = select(org, customer.c.id, *fields)
+    fresh: Any = true()
+    if checks_lookups:
+        fresh = and_(
+            key_still_active(org, bindparam("api_key_id", type_=_obs.c.organization_id.type)),
+            definition_still_allows(
+                org,
+                bindparam("metric_ref", type_=_obs.c.metric_ref.type),
+                bindparam("value_text", type_=_obs.c.value_text.type),
+            ),
+        )
+    source = select(org, customer.c.id, *fields).where(fresh)
     names = ["organization_id", "customer_ref", *_WRITTEN]
     observations = insert(_obs).from_select(names, source)
     observations = observations.on_conflict_do_update(
@@ -116,7 +133,9 @@ def _record_by_customer_id() -> Any:
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
-    return select(customer.c.id).add_cte(observations.cte("observed"), current.cte("moved"))
+    return select(
+        select(customer.c.id).scalar_subquery().label("customer_ref"), fresh.label("fresh")
+    ).add_cte(observations.cte("observed"), current.cte("moved"))
 
 
 _ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
@@ -194,6 +213,9 @@ def _current_view() -> Any:
 
 
 _CURRENT_VIEW = _current_view()
+_CURRENT_VIEW_CHECKING_KEY = _current_view().where(
+    key_still_active(bindparam("org"), bindparam("api_key_id"))
+)
 
 
 @lru_cache(maxsize=1)
@@ -236,6 +258,11 @@ class ValueRepository:
         self._session = session
         self._conn = session.connection
         self._org = tenant.organization_id
+        self._tenant = tenant
+
+    @property
+    def key_checked(self) -> bool:
+        return self._tenant.key_checked
 
     def _pair(self, table: Any, customer_ref: int, metric_ref: int) -> ColumnElement[bool]:
         return and_(
@@ -252,29 +279,42 @@ class ValueRepository:
         await self.record_many([(customer_ref, metric_ref, observation)])
 
     async def record_for_customer_id(
-        self, customer_id: str, metric_ref: int, observation: StoredObservation
+        self,
+        customer_id: str,
+        metric: MetricRow,
+        observation: StoredObservation,
+        metric_remembered: bool = False,
     ) -> bool:
         """`record` for the customer named by `customer_id`; False, with nothing stored, when
-        the organization has no such customer."""
+        the organization has no such customer. With a remembered key or metric (PostgreSQL),
+        the statement checks both and raises StaleLookup, storing nothing, when one no
+        longer holds; once it returns, both have been checked."""
         if not writes_in_ctes(self._conn.dialect.name):
             params = {"org": self._org, "customer_id": customer_id}
             ref = (await self._conn.execute(_REF_BY_CUSTOMER_ID, params)).scalar()
             if ref is None:
                 return False
-            await self.record(ref, metric_ref, observation)
+            await self.record(ref, metric.id, observation)
             return True
+        checks = metric_remembered or not self._tenant.key_checked
         params = {
             "organization_id": self._org,
             "customer_id": customer_id,
-            "metric_ref": metric_ref,
+            "metric_ref": metric.id,
             "observed_at": observation.observed_at,
             "recorded_at": observation.recorded_at,
             "source": observation.source,
             **observation.values,
         }
+        if checks:
+            params["api_key_id"] = self._tenant.api_key_id
+            params["metric_key"] = metric.key
+            params["metric_data_type"] = metric.data_type
         async with self._session.own_transactions():
-            row = (await self._conn.execute(_record_by_customer_id(), params)).first()
-        return row is not None
+            row = (await self._conn.execute(_record_by_customer_id(checks), params)).one()
+        if not row.fresh:
+            raise StaleLookup()
+        return row.customer_ref is not None
 
     async def record_many(self, rows: list[tuple[int, int, StoredObservation]]) -> None:
         """Bulk `record`: rows are (customer_ref, metric_ref, observation), at most one per
@@ -346,7 +386,11 @@ class ValueRepository:
         """Every non-archived metric's current value for one customer, in one query; None when
         the customer does not exist."""
         params = {"org": self._org, "customer_id": customer_id}
-        rows = (await self._conn.execute(_CURRENT_VIEW, params)).all()
+        if self._tenant.key_checked:
+            rows = (await self._conn.execute(_CURRENT_VIEW, params)).all()
+        else:  # a remembered key: no rows unless it is still active
+            params["api_key_id"] = self._tenant.api_key_id
+            rows = (await self._conn.execute(_CURRENT_VIEW_CHECKING_KEY, params)).all()
         if not rows:
             return None
         return [_current_row(r) for r in rows if r.metric_ref is not None]

@@ -7,7 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from customer_metrics.api.deps import AppLimits, CurrentTenant, DbSession
+from customer_metrics.api.deps import (
+    AppLimits,
+    CurrentTenant,
+    DbSession,
+    checks_key_inline,
+    reuses_lookups,
+)
 from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.params import FromQuery, TimeQuery, ToQuery
@@ -18,6 +24,7 @@ from customer_metrics.customers.repository import CustomerRepository
 from customer_metrics.customers.router import CustomerIdPath
 from customer_metrics.customers.service import CustomerService
 from customer_metrics.errors import InvalidRequest
+from customer_metrics.limits import Limits
 from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricRepository, MetricRow
 from customer_metrics.metrics.service import MetricService
@@ -48,10 +55,12 @@ batch_router = APIRouter(
 
 
 async def value_service(
-    session: DbSession, tenant: CurrentTenant, limits: AppLimits
+    request: Request, session: DbSession, tenant: CurrentTenant
 ) -> ValueService:
+    limits: Limits = request.app.state.limits  # not a dependency: each costs every request
     values = ValueRepository(session, tenant)
-    metrics = MetricService(MetricRepository(session, tenant), values, limits)
+    known = request.app.state.known_metrics if reuses_lookups(request) else None
+    metrics = MetricService(MetricRepository(session, tenant), values, limits, known)
     customers = CustomerService(CustomerRepository(session, tenant), limits)
     return ValueService(values, metrics, customers, limits)
 
@@ -88,6 +97,7 @@ def observation_out(
         **errors(404, 409, 415),
     },
 )
+@checks_key_inline
 async def record_value(
     customer_id: CustomerIdPath,
     ref: str,
@@ -112,6 +122,7 @@ async def record_value(
     response_class=ExactJSONResponse,
     responses=errors(404),
 )
+@checks_key_inline
 async def get_current_values(
     customer_id: CustomerIdPath, service: Service, as_of: TimeQuery = None
 ) -> ExactJSONResponse:

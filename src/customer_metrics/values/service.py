@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from customer_metrics import clock
 from customer_metrics.customers.service import CustomerService
-from customer_metrics.errors import NotFound
+from customer_metrics.errors import AppError, NotFound, StaleLookup
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.repository import MetricRow
 from customer_metrics.metrics.service import MetricService
@@ -44,21 +44,32 @@ class ValueService:
     async def write(
         self, customer_id: str, ref: str, body: ValueWrite, create_customer: bool
     ) -> Recorded:
-        metric = await self._metrics.get(ref)
-        if metric.archived:
-            raise archived_error(ref)
-        fields = {name: getattr(body, name) for name in body.model_fields_set}
-        prepared = prepare_write(
-            metric, fields, body.model_fields_set, clock.now(), self._limits, ("body",)
-        )
-        customer_id = self._customers.check_customer_id(customer_id, ("path", "customer_id"))
+        metric, remembered = await self._metrics.get_for_write(ref)
+        try:
+            if metric.archived:
+                raise archived_error(ref)
+            fields = {name: getattr(body, name) for name in body.model_fields_set}
+            prepared = prepare_write(
+                metric, fields, body.model_fields_set, clock.now(), self._limits, ("body",)
+            )
+            customer_id = self._customers.check_customer_id(customer_id, ("path", "customer_id"))
+        except AppError:
+            if remembered:  # the definition may have changed since: answer from a fresh one
+                raise StaleLookup() from None
+            raise
         if prepared.value is not None:
-            # The common case, an existing customer: found and written in one statement.
+            # The common case, an existing customer: found and written in one statement, which
+            # checks a remembered key and definition itself.
             observation = StoredObservation(
                 prepared.observed_at, clock.now(), prepared.source, prepared.value.columns()
             )
-            if await self._repo.record_for_customer_id(customer_id, metric.id, observation):
+            if await self._repo.record_for_customer_id(
+                customer_id, metric, observation, remembered
+            ):
                 return Recorded(customer_id, metric, observation)
+        elif remembered or not self._repo.key_checked:
+            # Increments run several statements that check nothing remembered.
+            raise StaleLookup()
         customer_ref = await self._customers.ref_for_write(customer_id, create_customer)
         observation = await self.apply(customer_ref, metric, prepared, ("body", "increment"))
         return Recorded(customer_id, metric, observation)
