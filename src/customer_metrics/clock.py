@@ -13,5 +13,7 @@ def now() -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339, UTC, exactly three fractional digits and `Z` (`2025-11-27T10:06:09.459Z`)."""
-    utc = value.astimezone(UTC).replace(tzinfo=None)
-    return utc.isoformat(timespec="milliseconds") + "Z"
+    if value.tzinfo is not UTC:  # rows and the clock are already in UTC: the common case
+        value = value.astimezone(UTC)
+    # `…T10:06:09.459+00:00` → `…T10:06:09.459Z` (a 4-digit year always: isoformat pads it)
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
