@@ -43,9 +43,10 @@ class DurabilityBarrier:
 
     One synchronous commit that writes WAL (`native.FLUSH_WAL`) on a connection of the
     barrier's own flushes the WAL up to its commit record, and WAL is flushed in order, so
-    every commit that finished before that statement was sent is durable when it returns. Requests that arrive while a flush is under way join the next
-    one: one round trip serves every request waiting meanwhile, instead of one each. A
-    connection of its own: requests wait while holding theirs, so the pool may have none."""
+    every commit that finished before that statement was sent is durable when it returns.
+    Requests that arrive while a flush is under way join the next one: one round trip serves
+    every request waiting meanwhile, instead of one each. A connection of its own: requests
+    wait while holding theirs, so the pool may have none."""
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
