@@ -163,17 +163,19 @@ def _sqlite_stored(type_: Any, items: list[Any]) -> list[Any]:
     """Values in the text form SQLAlchemy stores them in on SQLite, so that rows written
     through JSON compare and read back like any other."""
     if isinstance(type_, UTCDateTime):
-        return [
-            None
-            if v is None
-            else v.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-            for v in items
-        ]
+        return [None if v is None else _sqlite_time(v) for v in items]
     if isinstance(type_, ExactDecimal):
         return [None if v is None else format(v, "f") for v in items]
     if isinstance(type_, Date):
         return [None if v is None else v.isoformat() for v in items]
     return items
+
+
+def _sqlite_time(value: datetime) -> str:
+    """`2026-01-02 03:04:05.678000`: UTC, naive, to the microsecond."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the `+00:00`
 
 
 def crosses_tenants_through_functions(dialect_name: str) -> bool:

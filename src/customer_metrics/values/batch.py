@@ -21,6 +21,7 @@ from customer_metrics.values.schemas import BATCH_MAX_ITEMS, BatchItem
 from customer_metrics.values.service import ValueService
 
 _item = TypeAdapter(BatchItem)
+_items = TypeAdapter(list[BatchItem])
 
 
 @dataclass(slots=True)
@@ -86,6 +87,10 @@ class BatchService:
     def _parse(
         self, items: list[dict[str, Any]], outcome: BatchOutcome
     ) -> list[tuple[int, BatchItem]]:
+        try:  # the common case, every item well-formed: one call into pydantic-core
+            return list(enumerate(_items.validate_python(items, strict=True)))
+        except ValidationError:
+            pass  # item by item, to keep the good ones and report each bad one
         parsed = []
         for index, raw in enumerate(items):
             try:
