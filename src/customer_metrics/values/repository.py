@@ -24,7 +24,7 @@ from customer_metrics.storage.dialect import (
 )
 from customer_metrics.storage.models import CurrentValue, Customer, Metric, Observation, table_of
 from customer_metrics.tenancy import Tenant
-from customer_metrics.values.typed import VALUE_COLUMNS
+from customer_metrics.values.typed import COLUMN_OF, VALUE_COLUMNS
 
 _obs = table_of(Observation)
 _cur = table_of(CurrentValue)
@@ -48,7 +48,7 @@ class CurrentRow:
     data_type: str
     unit: str | None
     observed_at: datetime
-    values: dict[str, Any]
+    value: Any  # from the column of the metric's data_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +246,9 @@ _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
 
 
 def _current_row(r: Any) -> CurrentRow:
-    return CurrentRow(r.metric_ref, r.key, r.name, r.data_type, r.unit, r.observed_at, _values(r))
+    # Only the metric's own value column: the agent view makes 50 of these per request.
+    value = getattr(r, COLUMN_OF[r.data_type])
+    return CurrentRow(r.metric_ref, r.key, r.name, r.data_type, r.unit, r.observed_at, value)
 
 
 def _stored(row: Any) -> StoredObservation:

@@ -134,7 +134,7 @@ async def get_current_values(
             "name": r.name,
             "data_type": r.data_type,
             "unit": r.unit,
-            "value": typed.to_json(r.data_type, r.values[typed.COLUMN_OF[r.data_type]]),
+            "value": typed.to_json(r.data_type, r.value),
             "observed_at": format_timestamp(r.observed_at),
         }
         for r in rows
