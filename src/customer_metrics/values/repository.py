@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, delete, func, select, true
 from sqlalchemy.sql import ColumnElement
@@ -40,8 +40,7 @@ class StoredObservation:
     values: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class CurrentRow:
+class CurrentRow(NamedTuple):  # a tuple: made 50 times per agent view, cheaper than a dataclass
     metric_ref: int
     key: str
     name: str
