@@ -116,6 +116,9 @@ async def test_a_revoked_key_is_refused_on_every_route_that_remembered_it(
             await write(client, "seats", "not a number"),
             await client.post(f"/customers/{CUSTOMER}/metrics/seats/values", json={"increment": 1}),
             await client.get(f"/customers/{CUSTOMER}/metrics"),
+            await client.get(
+                f"/customers/{CUSTOMER}/metrics", params={"as_of": "2030-01-01T00:00:00Z"}
+            ),
             await client.get("/customers/nobody/metrics"),
         ]
     assert [answer.status_code for answer in answers] == [401] * len(answers)

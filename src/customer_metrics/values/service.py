@@ -113,6 +113,8 @@ class ValueService:
             if rows is None:
                 raise NotFound(f"No customer {customer_id!r} in this organization.")
             return rows
+        if not self._repo.key_checked:  # these statements check no remembered key
+            raise StaleLookup()
         customer = await self._customers.get(customer_id)
         return await self._repo.as_of_view(customer.id, as_of)
 
