@@ -163,7 +163,15 @@ def _sqlite_stored(type_: Any, items: list[Any]) -> list[Any]:
     """Values in the text form SQLAlchemy stores them in on SQLite, so that rows written
     through JSON compare and read back like any other."""
     if isinstance(type_, UTCDateTime):
-        return [None if v is None else _sqlite_time(v) for v in items]
+        texts: list[Any] = []
+        last: Any = None
+        text = None
+        for v in items:  # a batch's recorded_at is one value repeated: render it once
+            if v is not last:
+                last = v
+                text = None if v is None else _sqlite_time(v)
+            texts.append(text)
+        return texts
     if isinstance(type_, ExactDecimal):
         return [None if v is None else format(v, "f") for v in items]
     if isinstance(type_, Date):
