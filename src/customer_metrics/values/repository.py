@@ -110,8 +110,8 @@ def _record_by_customer_id(checks_lookups: bool) -> Any:
     )
     fields = [bindparam(name, type_=_obs.c[name].type) for name in _WRITTEN]
     fresh: Any = true()
-    if checks_lookups:
-        fresh = and_(
+    if checks_lookups:  # checked once, in a CTE of its own, for both writes and the answer
+        checks = and_(
             key_still_active(org, bindparam("api_key_id", type_=_obs.c.organization_id.type)),
             definition_still_allows(
                 org,
@@ -119,6 +119,7 @@ def _record_by_customer_id(checks_lookups: bool) -> Any:
                 bindparam("value_text", type_=_obs.c.value_text.type),
             ),
         )
+        fresh = select(checks.label("ok")).cte("checked").c.ok
     source = select(org, customer.c.id, *fields).where(fresh)
     names = ["organization_id", "customer_ref", *_WRITTEN]
     observations = insert(_obs).from_select(names, source)
@@ -132,9 +133,9 @@ def _record_by_customer_id(checks_lookups: bool) -> Any:
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
-    return select(
-        select(customer.c.id).scalar_subquery().label("customer_ref"), fresh.label("fresh")
-    ).add_cte(observations.cte("observed"), current.cte("moved"))
+    answer = select(select(customer.c.id).scalar_subquery().label("customer_ref"))
+    answer = answer.add_columns(fresh.label("fresh"))
+    return answer.add_cte(observations.cte("observed"), current.cte("moved"))
 
 
 _ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
