@@ -87,6 +87,20 @@ SECURITY_SCHEMES = {
 }
 
 
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: the first completed (2xx) response to this key and body is stored "
+        "(24 h by default) and replayed with `Idempotent-Replayed: true`; the same key with "
+        "another body is 422 idempotency_conflict, and while the first request runs, 409 "
+        "idempotency_in_progress. Per organization."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+
 def declare_security(app: FastAPI, prefix: str) -> None:
     """Every operation under `prefix` takes an API key, as a Bearer token or in X-API-Key. The
     key is read by a dependency of our own (one header lookup, no security classes), so the
@@ -100,8 +114,11 @@ def declare_security(app: FastAPI, prefix: str) -> None:
             components["securitySchemes"] = SECURITY_SCHEMES
             for path, operations in document["paths"].items():
                 if path.startswith(prefix):
-                    for operation in operations.values():
+                    for method, operation in operations.items():
                         operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                        if method in ("post", "patch", "delete") and not path.endswith("/search"):
+                            parameters = operation.setdefault("parameters", [])
+                            parameters.append(IDEMPOTENCY_KEY_PARAMETER)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
