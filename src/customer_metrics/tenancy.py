@@ -13,3 +13,6 @@ class Tenant:
     # active, without asking the database (api_keys/service.py, KnownKeys): the request may
     # then only answer through statements that check the key is still active themselves.
     key_checked: bool = True
+    # The key's keyed hash, by which a remembered key is checked (set when key_checked is
+    # False: the row's id alone could name another key after a restore).
+    key_hash: str = ""

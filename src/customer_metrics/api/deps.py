@@ -37,6 +37,7 @@ def checks_key_inline(endpoint: F) -> F:
 
 
 RECHECK_STATE = "recheck"
+ADMITTED_STATE = "rate_limit_admitted"
 
 
 def reuses_lookups(request: Request) -> bool:
@@ -90,16 +91,36 @@ async def current_tenant(request: Request, session: DbSession) -> Tenant:
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
     known = request.app.state.known_keys if reuses_lookups(request) else None
     tenant = await service.authenticate(_presented_key(request), known)
-    # Set before the rate limit: a refusal on a remembered key is given again after a real
-    # lookup (a revoked key gets its 401).
+    # Set before the rate limit: a refusal on a remembered key is only given once the key is
+    # confirmed (api/routing.py; a revoked key gets its 401).
     request.state.tenant = tenant
     # The key is known only now, and nothing is written or claimed yet: a refused request
-    # leaves no trace.
+    # leaves no trace. A request run again (StaleLookup) was admitted already.
     limiter = request.app.state.rate_limiter
-    if limiter is not None:
+    state = request.state._state
+    if limiter is not None and not state.get(ADMITTED_STATE):
         await limiter.admit(request.scope, tenant.api_key_id)
+        state[ADMITTED_STATE] = True
     await enter_tenant(request, session, tenant)
     return tenant
+
+
+async def confirm_remembered_key(request: Request) -> bool:
+    """Whether the key a request took from the worker's memory is still active, looked up
+    on a session of its own; a key found revoked is forgotten."""
+    tenant: Tenant | None = request.state._state.get("tenant")
+    if tenant is None or tenant.key_checked:
+        return True
+    session = await open_session(request.app.state.database, read_only=True)
+    try:
+        service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
+        found = await service.find_active(tenant.key_hash)
+    finally:
+        await session.close()
+    if found is None or found.organization_id != tenant.organization_id:
+        request.app.state.known_keys.forget(tenant.key_hash)
+        return False
+    return True
 
 
 async def enter_tenant(request: Request, session: Session, tenant: Tenant) -> None:

@@ -95,14 +95,22 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        declared = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if declared is not None and declared.isdigit():
             if int(declared) > self.max_body_bytes:
                 await _send_json(send, 413, _TOO_LARGE)
                 return
-            # The server reads no more than Content-Length announces: nothing to count.
-            await self.app(scope, receive, send)
-            return
+            if not chunked:
+                # The server reads no more than Content-Length announces: nothing to count.
+                # (With Transfer-Encoding as well, a server may frame by the chunks instead.)
+                await self.app(scope, receive, send)
+                return
         received = 0
 
         async def limited_receive() -> Message:

@@ -14,8 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
-from customer_metrics.api.deps import RECHECK_STATE, SESSION_STATE
-from customer_metrics.errors import StaleLookup, UnsupportedMediaType
+from customer_metrics.api.deps import RECHECK_STATE, SESSION_STATE, confirm_remembered_key
+from customer_metrics.api_keys.service import UNAUTHENTICATED_DETAIL
+from customer_metrics.errors import StaleLookup, Unauthenticated, UnsupportedMediaType
 
 
 @lru_cache(maxsize=64)
@@ -91,21 +92,26 @@ class StrictRoute(APIRoute):
                 strict._body = body
                 if body:
                     await require_object(strict)
+            state = strict.state._state
             try:
-                return await _answer(handler, strict)
-            except Exception as error:
-                state = strict.state._state
-                tenant = state.get("tenant")
-                remembered = tenant is not None and not tenant.key_checked
-                if state.get(RECHECK_STATE) or not (remembered or isinstance(error, StaleLookup)):
-                    raise
-                # The answer was to rest on what the worker remembers (a key, a metric) and is
-                # an error, or what was remembered no longer holds: nothing was stored; run it
-                # again with every lookup made in the database.
+                try:
+                    return await _answer(handler, strict)
+                except StaleLookup:
+                    # What the worker remembered (a key, a metric) no longer holds, and nothing
+                    # was stored: run the request again with every lookup made in the database.
+                    assert not state.get(RECHECK_STATE), "a re-run remembers nothing"
+                    await _close_session(strict)
+                    state.pop("tenant", None)
+                    state[RECHECK_STATE] = True
+                    return await _answer(handler, strict)
+            except Exception:
+                # An error answer on the strength of a remembered key is given only once the
+                # key is confirmed: a revoked key gets its 401. (Nothing is run again: the
+                # request may have committed before it failed.)
                 await _close_session(strict)
-                state.pop("tenant", None)
-                state[RECHECK_STATE] = True
-                return await _answer(handler, strict)
+                if not await confirm_remembered_key(strict):
+                    raise Unauthenticated(UNAUTHENTICATED_DETAIL) from None
+                raise
             finally:
                 await _close_session(strict)
 

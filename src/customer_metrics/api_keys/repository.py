@@ -30,11 +30,12 @@ _ACTIVE_BY_HASH = select(_t.c.organization_id, _t.c.id).where(
 )
 
 
-def key_still_active(organization_id: Any, api_key_id: Any) -> Any:
-    """True while the key is not revoked: for statements that check a key remembered by the
-    worker (KnownKeys) in the same round trip as their work."""
+def key_still_active(organization_id: Any, key_hash: Any) -> Any:
+    """True while the key with this hash is the organization's and not revoked: for
+    statements that check a key remembered by the worker (KnownKeys) in the same round trip
+    as their work. By hash, not by id: after a restore an id could name another key."""
     return exists().where(
-        _t.c.id == api_key_id,
+        _t.c.key_hash == key_hash,
         _t.c.organization_id == organization_id,
         _t.c.time_revoked.is_(None),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from customer_metrics import clock
@@ -20,15 +21,20 @@ class KnownKeys:
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._tenants: dict[str, Tenant] = {}
+        self._tenants: OrderedDict[str, Tenant] = OrderedDict()
 
     def get(self, key_hash: str) -> Tenant | None:
         return self._tenants.get(key_hash)
 
     def remember(self, key_hash: str, tenant: Tenant) -> None:
-        if len(self._tenants) >= self._size:
-            del self._tenants[next(iter(self._tenants))]
-        self._tenants[key_hash] = Tenant(tenant.organization_id, tenant.api_key_id, False)
+        if key_hash not in self._tenants and len(self._tenants) >= self._size:
+            self._tenants.popitem(last=False)
+        self._tenants[key_hash] = Tenant(
+            tenant.organization_id, tenant.api_key_id, key_checked=False, key_hash=key_hash
+        )
+
+    def forget(self, key_hash: str) -> None:
+        self._tenants.pop(key_hash, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,10 @@ class ApiKeyService:
         if known is not None:
             known.remember(key_hash, tenant)
         return tenant
+
+    async def find_active(self, key_hash: str) -> Tenant | None:
+        found = await self._repo.find_active_by_hash_unscoped(key_hash)
+        return None if found is None else Tenant(organization_id=found[0], api_key_id=found[1])
 
     async def list_keys(self, organization_id: int | None) -> list[ApiKeyRow]:
         return await self._repo.list_unscoped(organization_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, or_, select, update
+from sqlalchemy import String, bindparam, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from customer_metrics.api_keys.repository import key_still_active
@@ -77,7 +77,7 @@ def definition_still_allows(organization_id: Any, metric: Any, value_text: Any) 
 
 _KEY_STILL_ACTIVE = key_still_active(
     bindparam("organization_id", type_=_t.c.organization_id.type),
-    bindparam("api_key_id", type_=_t.c.organization_id.type),
+    bindparam("key_hash", type_=String()),
 )
 
 
@@ -134,7 +134,7 @@ class MetricRepository:
             return {}
         return {
             "only_if": _KEY_STILL_ACTIVE,
-            "only_if_params": {"api_key_id": self._tenant.api_key_id},
+            "only_if_params": {"key_hash": self._tenant.key_hash},
         }
 
     async def get(self, *, id: int | None = None, key: str | None = None) -> MetricRow | None:

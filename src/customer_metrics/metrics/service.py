@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from customer_metrics import clock
 from customer_metrics.errors import Conflict, InvalidRequest, NotFound
 from customer_metrics.limits import ALLOWED_VALUES_MAX, UNIT_MAX, Limits, check_length
 from customer_metrics.metrics import keys
-from customer_metrics.metrics.refs import KEY_PATTERN, format_metric_id, parse_ref
+from customer_metrics.metrics.refs import KEY_PATTERN, MetricRef, format_metric_id, parse_ref
 from customer_metrics.metrics.repository import MetricFilter, MetricRepository, MetricRow
 from customer_metrics.metrics.schemas import MetricCreate, MetricUpdate
 from customer_metrics.text import comparison_key
@@ -19,23 +21,31 @@ KEY_ATTEMPTS = 64
 
 
 class KnownMetrics:
-    """Metric definitions this worker has read for value writes, by organization and ref. A
-    write that uses one checks, in the statement that stores the value, that the definition
-    still stands as remembered (`definition_still_allows`); when it does not, the write is
-    run again from the database (errors.StaleLookup). Bounded: the oldest is forgotten
-    first."""
+    """Metric definitions this worker has read for value writes, by organization and parsed
+    ref (`METRIC-005` and `5` are one entry). A write that uses one checks, in the statement
+    that stores the value, that the definition still stands as remembered
+    (`definition_still_allows`); when it does not, the write is run again from the database
+    (errors.StaleLookup), which remembers the fresh definition. Bounded in entries and in
+    size: only what a write uses is kept (no description), and a metric with long
+    allowed_values is not remembered; the oldest entry is forgotten first."""
+
+    MAX_ALLOWED_CHARS = 4096
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._rows: dict[tuple[int, str], MetricRow] = {}
+        self._rows: OrderedDict[tuple[int, int | None, str | None], MetricRow] = OrderedDict()
 
-    def get(self, organization_id: int, ref: str) -> MetricRow | None:
-        return self._rows.get((organization_id, ref))
+    def get(self, organization_id: int, ref: MetricRef) -> MetricRow | None:
+        return self._rows.get((organization_id, ref.id, ref.key))
 
-    def remember(self, organization_id: int, ref: str, row: MetricRow) -> None:
-        if len(self._rows) >= self._size:
-            del self._rows[next(iter(self._rows))]
-        self._rows[(organization_id, ref)] = row
+    def remember(self, organization_id: int, ref: MetricRef, row: MetricRow) -> None:
+        entry = (organization_id, ref.id, ref.key)
+        if row.allowed_values and sum(map(len, row.allowed_values)) > self.MAX_ALLOWED_CHARS:
+            self._rows.pop(entry, None)
+            return
+        if entry not in self._rows and len(self._rows) >= self._size:
+            self._rows.popitem(last=False)
+        self._rows[entry] = replace(row, description=None)
 
 
 class MetricService:
@@ -100,18 +110,19 @@ class MetricService:
             raise NotFound(f"No metric {ref!r} in this organization.")
         return row
 
-    async def get_for_write(self, ref: str) -> tuple[MetricRow, bool]:
+    async def get_for_write(self, ref: str, refresh: bool = False) -> tuple[MetricRow, bool]:
         """The metric a value write names, and whether it was remembered rather than read
         (the write must then check it in its own statement: see KnownMetrics). Without a
-        memory (SQLite, or a request run again), always read."""
-        if self._known is None:
+        memory (SQLite), always read; with `refresh` (a request run again because what was
+        remembered went stale), read and remember afresh."""
+        parsed = parse_ref(ref)
+        if self._known is None or parsed is None:
             return await self.get(ref), False
         org = self._repo.organization_id
-        remembered = self._known.get(org, ref)
-        if remembered is not None:
+        if not refresh and (remembered := self._known.get(org, parsed)) is not None:
             return remembered, True
         row = await self.get(ref)
-        self._known.remember(org, ref, row)
+        self._known.remember(org, parsed, row)
         return row, False
 
     async def list_page(self, where: MetricFilter, after_id: int, limit: int) -> list[MetricRow]:

@@ -75,7 +75,8 @@ class DurabilityBarrier:
                         timeout=dialect.POOL_TIMEOUT,
                         server_settings={"synchronous_commit": "on"},
                     )
-                await self._connection.execute(native.FLUSH_WAL)
+                # Bounded: a connection that died silently must not hold every create.
+                await self._connection.execute(native.FLUSH_WAL, timeout=dialect.POOL_TIMEOUT)
             except Exception as error:  # the waiters fall back: see wait()
                 log.warning("durability barrier failed, requests flush alone: %s", error)
                 flush.failed = True
@@ -92,6 +93,10 @@ class DurabilityBarrier:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._flusher
+        if (pending := self._next) is not None:  # its waiters flush on their own
+            self._next = None
+            pending.failed = True
+            pending.done.set()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close(timeout=5)
@@ -181,6 +186,12 @@ class Database:
             raise
 
     async def release(self, connection: asyncpg.Connection, *, broken: bool = False) -> None:
+        try:
+            await self._give_back(connection, broken)
+        finally:
+            self._turns.release()
+
+    async def _give_back(self, connection: asyncpg.Connection, broken: bool) -> None:
         assert self._pool is not None
         if broken:
             # A connection asyncpg saw die is already back in the pool, detached from this
@@ -188,10 +199,7 @@ class Database:
             with contextlib.suppress(asyncpg.InterfaceError):
                 if not connection.is_closed():
                     connection.terminate()  # the pool opens a new one in its place
-        try:
-            await self._pool.release(connection)
-        finally:
-            self._turns.release()
+        await self._pool.release(connection)
 
     async def dispose(self) -> None:
         if self.durability is not None:

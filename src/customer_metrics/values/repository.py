@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, func, select, true
+from sqlalchemy import String, and_, bindparam, delete, func, select, true
 from sqlalchemy.sql import ColumnElement
 
 from customer_metrics.api_keys.repository import key_still_active
@@ -112,7 +112,7 @@ def _record_by_customer_id(checks_lookups: bool) -> Any:
     fresh: Any = true()
     if checks_lookups:  # checked once, in a CTE of its own, for both writes and the answer
         checks = and_(
-            key_still_active(org, bindparam("api_key_id", type_=_obs.c.organization_id.type)),
+            key_still_active(org, bindparam("key_hash", type_=String())),
             definition_still_allows(
                 org,
                 bindparam("metric_ref", type_=_obs.c.metric_ref.type),
@@ -214,7 +214,7 @@ def _current_view() -> Any:
 
 _CURRENT_VIEW = _current_view()
 _CURRENT_VIEW_CHECKING_KEY = _current_view().where(
-    key_still_active(bindparam("org"), bindparam("api_key_id"))
+    key_still_active(bindparam("org"), bindparam("key_hash", type_=String()))
 )
 
 
@@ -309,7 +309,7 @@ class ValueRepository:
             **observation.values,
         }
         if checks:
-            params["api_key_id"] = self._tenant.api_key_id
+            params["key_hash"] = self._tenant.key_hash
             params["metric_key"] = metric.key
             params["metric_data_type"] = metric.data_type
         async with self._session.own_transactions():
@@ -391,7 +391,7 @@ class ValueRepository:
         if self._tenant.key_checked:
             rows = (await self._conn.execute(_CURRENT_VIEW, params)).all()
         else:  # a remembered key: no rows unless it is still active
-            params["api_key_id"] = self._tenant.api_key_id
+            params["key_hash"] = self._tenant.key_hash
             rows = (await self._conn.execute(_CURRENT_VIEW_CHECKING_KEY, params)).all()
         if not rows:
             return None

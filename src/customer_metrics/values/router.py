@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from customer_metrics.api.deps import (
+    RECHECK_STATE,
     AppLimits,
     CurrentTenant,
     DbSession,
@@ -59,10 +60,12 @@ async def value_service(
 ) -> ValueService:
     limits: Limits = request.app.state.limits  # not a dependency: each costs every request
     values = ValueRepository(session, tenant)
-    known = request.app.state.known_metrics if reuses_lookups(request) else None
+    rerun = bool(request.state._state.get(RECHECK_STATE))
+    remembers = reuses_lookups(request) or (rerun and not request.app.state.database.is_sqlite)
+    known = request.app.state.known_metrics if remembers else None
     metrics = MetricService(MetricRepository(session, tenant), values, limits, known)
     customers = CustomerService(CustomerRepository(session, tenant), limits)
-    return ValueService(values, metrics, customers, limits)
+    return ValueService(values, metrics, customers, limits, refresh=rerun)
 
 
 Service = Annotated[ValueService, Depends(value_service)]

@@ -35,16 +35,18 @@ class ValueService:
         metrics: MetricService,
         customers: CustomerService,
         limits: Limits,
+        refresh: bool = False,
     ) -> None:
         self._repo = repository
         self._metrics = metrics
         self._customers = customers
         self._limits = limits
+        self._refresh = refresh  # run again after a stale lookup: read definitions afresh
 
     async def write(
         self, customer_id: str, ref: str, body: ValueWrite, create_customer: bool
     ) -> Recorded:
-        metric, remembered = await self._metrics.get_for_write(ref)
+        metric, remembered = await self._metrics.get_for_write(ref, self._refresh)
         try:
             if metric.archived:
                 raise archived_error(ref)
