@@ -189,7 +189,7 @@ def test_covering_indexes_include_what_the_models_say_and_migrate_back(backend, 
             assert asyncio.run(_included(url, list(covering))) == covering
         command.downgrade(migrate.alembic_config(url), "0005_current_value_indexes")
         if postgres:
-            assert asyncio.run(_included(url, list(covering))) == dict.fromkeys(covering, [])
+            assert asyncio.run(_included(url, list(covering))) == {name: [] for name in covering}
         migrate.upgrade(url)
         _, diff, _, indexes = _inspect(url)
         assert diff == []
