@@ -180,7 +180,11 @@ async def _included(url: str, names: list[str]) -> dict[str, list[str]]:
 
 def test_covering_indexes_include_what_the_models_say_and_migrate_back(backend, tmp_path):
     covering = _covering()
-    assert covering == {"ix_metric_values_by_metric_time": ["value_number", "value_integer"]}
+    values = ["value_number", "value_integer"]
+    assert covering == {
+        "ix_metric_values_by_metric_time": values,
+        "ix_metric_current_values_by_metric": values,
+    }
     url = _fresh_url(backend, tmp_path)
     postgres = backend.name == "postgres"
     try:
@@ -194,6 +198,8 @@ def test_covering_indexes_include_what_the_models_say_and_migrate_back(backend, 
         _, diff, _, indexes = _inspect(url)
         assert diff == []
         assert ("metric_values", ("organization_id", "metric_ref", "observed_at")) in indexes
+        by_metric = ("organization_id", "metric_ref", "customer_ref")
+        assert ("metric_current_values", by_metric) in indexes
         if postgres:
             assert asyncio.run(_included(url, list(covering))) == covering
     finally:
