@@ -29,6 +29,8 @@ _TABLES = ("metric_values", "metric_current_values", "customers")
 class Statement:
     sql: str
     args: tuple[Any, ...]
+    # What the service SETs LOCAL around it (`native.SETTINGS`), so the plan is the one it gets.
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _recording() -> Iterator[list[Statement]]:
         if params is None or isinstance(params, Mapping):
             compiled, extracted = native._compiled(statement, params)
             sql, args = compiled.arguments(params, extracted)
-            seen.append(Statement(sql, tuple(args)))
+            seen.append(Statement(sql, tuple(args), native._settings_of(statement)))
         return await original(self, statement, params)
 
     native.NativeConnection.execute = execute  # type: ignore[method-assign]
@@ -94,8 +96,15 @@ async def _explain(url: str, statements: list[Statement]) -> list[Plan]:
     try:
         plans = []
         for statement in statements:
-            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement.sql, *statement.args)
+            async with conn.transaction():
+                if statement.settings:
+                    await conn.execute(native._set_local(statement.settings))
+                explain = "EXPLAIN (ANALYZE, BUFFERS) " + statement.sql
+                rows = await conn.fetch(explain, *statement.args)
             lines = [str(r[0]) for r in rows]
+            if statement.settings:
+                shown = ", ".join(f"{name} = {value}" for name, value in statement.settings)
+                lines.append(f"(run with SET LOCAL {shown}, as the service runs it)")
             plans.append(Plan(_readable(statement.sql, statement.args), lines))
         return plans
     finally:

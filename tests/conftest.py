@@ -38,6 +38,7 @@ APP_ROLE_TESTS = (
     "test_cli.py",
     "test_transfer.py",
     "storage/test_row_security.py",
+    "storage/test_analytic_reads.py",
     "process/test_concurrent_creates.py",
     "process/test_concurrent_increments.py",
 )

@@ -150,3 +150,58 @@ def test_row_security_migration_is_reversible(backend, tmp_path):
     finally:
         if postgres:
             drop_postgres_database(url)
+
+
+def _covering() -> dict[str, list[str]]:
+    """The model's indexes that INCLUDE columns on PostgreSQL: name → included columns."""
+    return {
+        str(index.name): list(index.dialect_options["postgresql"]["include"])
+        for table in Base.metadata.tables.values()
+        for index in table.indexes
+        if index.dialect_options["postgresql"]["include"]
+    }
+
+
+async def _included(url: str, names: list[str]) -> dict[str, list[str]]:
+    """What each named index INCLUDEs in the database (alembic's comparison ignores it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname, array(SELECT a.attname FROM unnest(i.indkey[i.indnkeyatts:]) "
+            "WITH ORDINALITY AS k(attnum, n) JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = k.attnum ORDER BY k.n) AS included "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = any($1)",
+            names,
+        )
+    finally:
+        await conn.close()
+    return {r["relname"]: list(r["included"]) for r in rows}
+
+
+def test_covering_indexes_include_what_the_models_say_and_migrate_back(backend, tmp_path):
+    covering = _covering()
+    values = ["value_number", "value_integer"]
+    assert covering == {
+        "ix_metric_values_by_metric_time": values,
+        "ix_metric_current_values_by_metric": values,
+    }
+    url = _fresh_url(backend, tmp_path)
+    postgres = backend.name == "postgres"
+    try:
+        migrate.upgrade(url)
+        if postgres:
+            assert asyncio.run(_included(url, list(covering))) == covering
+        command.downgrade(migrate.alembic_config(url), "0005_current_value_indexes")
+        if postgres:
+            assert asyncio.run(_included(url, list(covering))) == {name: [] for name in covering}
+        migrate.upgrade(url)
+        _, diff, _, indexes = _inspect(url)
+        assert diff == []
+        assert ("metric_values", ("organization_id", "metric_ref", "observed_at")) in indexes
+        by_metric = ("organization_id", "metric_ref", "customer_ref")
+        assert ("metric_current_values", by_metric) in indexes
+        if postgres:
+            assert asyncio.run(_included(url, list(covering))) == covering
+    finally:
+        if postgres:
+            drop_postgres_database(url)

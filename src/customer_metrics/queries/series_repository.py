@@ -2,13 +2,15 @@
 every customer's value as of each bucket's end.
 
 Both read the metric's observations once, each labelled with its bucket by a binary search
-over the bucket bounds (`dialect.bucket_index`), however many buckets there are."""
+over the bucket bounds (`dialect.bucket_index`), however many buckets there are. Over every
+customer they are analytic reads (`dialect.analytic`), and the observations inside the range
+are read in parts (`dialect.time_parts`) that PostgreSQL scans and aggregates in parallel."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Numeric, case, cast, func, select
+from sqlalchemy import Numeric, case, cast, func, select, union_all
 
 from customer_metrics.queries.buckets import Bucket
 from customer_metrics.storage import dialect
@@ -26,8 +28,12 @@ class SeriesRepository:
         self._org = tenant.organization_id
         self._dialect = self._conn.dialect.name
 
-    async def _read(self, stmt: Any) -> Any:
+    async def _read(self, stmt: Any, customer_ref: int | None) -> Any:
         # Plans hinge on the parameters (which metric, how many of its rows a range holds).
+        # One customer's rows are few: planning them as a large read would cost more than it
+        # saves.
+        if customer_ref is None:
+            return await self._conn.execute(dialect.analytic(stmt))
         return await self._conn.execute(dialect.planned_each_time(stmt))
 
     @property
@@ -49,16 +55,20 @@ class SeriesRepository:
     def _inside(
         self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
     ) -> Any:
-        """(idx, value) of every observation inside [first start, last end)."""
-        return (
-            select(self._bucket(spans), _obs.c[COLUMN_OF[data_type]].label("value"))
-            .where(
+        """(idx, value) of every observation inside [first start, last end): over every
+        customer, a UNION ALL of the observations of consecutive parts of the range."""
+        parts = 1 if customer_ref is not None else dialect.time_parts(self._dialect)
+        selects = [
+            select(self._bucket(spans), _obs.c[COLUMN_OF[data_type]].label("value")).where(
                 *self._scope(metric_ref, customer_ref),
-                _obs.c.observed_at >= spans[0].start,
-                _obs.c.observed_at < spans[-1].end,
+                _obs.c.observed_at >= start,
+                _obs.c.observed_at < end,
             )
-            .subquery("inside")
-        )
+            for start, end in _parts(spans, parts)
+        ]
+        if len(selects) == 1:
+            return selects[0].subquery("inside")
+        return union_all(*selects).subquery("inside")
 
     async def aggregate(
         self,
@@ -81,7 +91,7 @@ class SeriesRepository:
             rows.c.idx, func.count(value), *([extra] if extra is not None else [])
         ).group_by(rows.c.idx)
         result: dict[int, tuple[int, Any, Any, Any]] = {}
-        for row in await self._read(stmt):
+        for row in await self._read(stmt, customer_ref):
             found = row[2] if extra is not None else None
             result[int(row[0])] = (
                 int(row[1]),
@@ -97,7 +107,8 @@ class SeriesRepository:
         """(bucket index, value) of every observation inside, for aggregating exactly
         outside SQL."""
         rows = self._inside(metric_ref, data_type, spans, customer_ref)
-        return [(int(i), v) for i, v in await self._read(select(rows.c.idx, rows.c.value))]
+        stmt = select(rows.c.idx, rows.c.value)
+        return [(int(i), v) for i, v in await self._read(stmt, customer_ref)]
 
     def _changes(
         self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
@@ -134,7 +145,8 @@ class SeriesRepository:
             before = func.coalesce(cast(changes.c.previous, Numeric), 0)
             columns.append(func.sum(cast(changes.c.value, Numeric) - before))
         stmt = select(*columns).group_by(changes.c.idx)
-        return {int(r[0]): (int(r[1]), r[2] if with_sum else None) for r in await self._read(stmt)}
+        rows = await self._read(stmt, customer_ref)
+        return {int(r[0]): (int(r[1]), r[2] if with_sum else None) for r in rows}
 
     async def snapshot_rows(
         self, metric_ref: int, data_type: str, spans: list[Bucket], customer_ref: int | None
@@ -143,4 +155,13 @@ class SeriesRepository:
         for computing `snapshot_changes` exactly outside SQL."""
         changes = self._changes(metric_ref, data_type, spans, customer_ref)
         stmt = select(changes.c.idx, changes.c.value, changes.c.previous)
-        return [(int(i), v, p) for i, v, p in await self._read(stmt)]
+        return [(int(i), v, p) for i, v, p in await self._read(stmt, customer_ref)]
+
+
+def _parts(spans: list[Bucket], parts: int) -> list[tuple[Any, Any]]:
+    """[first start, last end) cut at bucket bounds into at most `parts` consecutive ranges
+    of about as many buckets each."""
+    count = min(parts, len(spans))
+    firsts = [len(spans) * i // count for i in range(count)]
+    starts = [spans[i].start for i in firsts]
+    return list(zip(starts, [*starts[1:], spans[-1].end], strict=True))

@@ -26,8 +26,8 @@ class SummaryRepository:
         self._dialect = self._conn.dialect.name
 
     async def _read(self, stmt: Any) -> Any:
-        # Plans hinge on the parameters (which metric, how many of its rows a range holds).
-        return await self._conn.execute(dialect.planned_each_time(stmt))
+        # Each statement reads up to every customer's value of the metric.
+        return await self._conn.execute(dialect.analytic(stmt))
 
     def _values(self, metric_ref: int, data_type: str, as_of: datetime | None) -> Any:
         """One row per customer with a value: that customer's value at `as_of` (or now)."""
@@ -85,9 +85,23 @@ class SummaryRepository:
                 count += 1
                 total += value
             return count, total
-        stmt = select(func.count(), func.coalesce(func.sum(values.c.value), 0))
+        if as_of is None:
+            stmt = self._current_totals(metric_ref, data_type)
+        else:
+            stmt = select(func.count(), func.coalesce(func.sum(values.c.value), 0))
         count, total = (await self._read(stmt)).one()
         return int(count), Decimal(total)
+
+    def _current_totals(self, metric_ref: int, data_type: str) -> Any:
+        """Count and sum of the current values, from the metric's index in customer order
+        (it INCLUDEs the numeric values on PostgreSQL): nearer the table's own order than the
+        value index, so an index-only scan checks the visibility map's pages in turn instead
+        of jumping between them for every value. No `IS NOT NULL` condition, which would
+        pick the partial value index: count() and sum() skip nulls themselves."""
+        value = _cur.c[COLUMN_OF[data_type]]
+        return select(func.count(value), func.coalesce(func.sum(value), 0)).where(
+            _cur.c.organization_id == self._org, _cur.c.metric_ref == metric_ref
+        )
 
     def _ordering(self, values: Any, data_type: str) -> Any:
         if data_type == "NUMBER":

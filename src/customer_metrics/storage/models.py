@@ -187,7 +187,16 @@ class Observation(_ObservationColumns, Base):
     __table_args__ = (
         PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref", "observed_at"),
         *_owners(),
-        Index("ix_metric_values_by_metric_time", "organization_id", "metric_ref", "observed_at"),
+        # Series over every customer read a metric's observations in a time range: the
+        # numeric values ride along in the index (PostgreSQL; SQLite has no INCLUDE), so
+        # summing them reads no table rows.
+        Index(
+            "ix_metric_values_by_metric_time",
+            "organization_id",
+            "metric_ref",
+            "observed_at",
+            postgresql_include=["value_number", "value_integer"],
+        ),
     )
 
 
@@ -229,8 +238,14 @@ class CurrentValue(_ObservationColumns, Base):
     __table_args__ = (
         PrimaryKeyConstraint("organization_id", "customer_ref", "metric_ref"),
         *_owners(),
+        # The numeric values ride along (PostgreSQL): a summary counts and sums a metric's
+        # current values from this index, in customer order, near the table's own order.
         Index(
-            "ix_metric_current_values_by_metric", "organization_id", "metric_ref", "customer_ref"
+            "ix_metric_current_values_by_metric",
+            "organization_id",
+            "metric_ref",
+            "customer_ref",
+            postgresql_include=["value_number", "value_integer"],
         ),
         *_by_value(),
     )

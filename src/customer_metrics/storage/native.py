@@ -33,6 +33,10 @@ ASYNC_COMMIT = "cm_async_commit"
 # for these that plan can be ten times slower (a 12-month series: an index scan
 # fetching 4.6M rows one by one, 30 s, instead of a 3 s scan).
 PLAN_EACH_TIME = "cm_plan_each_time"
+# Execution option of a read that runs with these settings, `((name, value), …)`: they are set
+# with SET LOCAL in the statement's transaction (one is opened for it when none is) and put
+# back to the session's values after it, so they reach no other statement.
+SETTINGS = "cm_settings"
 
 DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
@@ -276,6 +280,18 @@ def _planned_each_time(statement: ClauseElement) -> bool:
     return bool(options.get(PLAN_EACH_TIME))
 
 
+def _settings_of(statement: ClauseElement) -> tuple[tuple[str, str], ...]:
+    options = getattr(statement, "_execution_options", None) or {}
+    return tuple(options.get(SETTINGS, ()))
+
+
+def _set_local(settings: Sequence[tuple[str, str]], *, default: bool = False) -> str:
+    # Names and values are the service's own constants, never client text.
+    if default:
+        return "; ".join(f"SET LOCAL {name} TO DEFAULT" for name, _ in settings)
+    return "; ".join(f"SET LOCAL {name} = '{value}'" for name, value in settings)
+
+
 def _rowcount(status: str) -> int:
     last = status.rpartition(" ")[2]
     return int(last) if last.isdigit() else -1
@@ -321,12 +337,15 @@ class NativeConnection:
             raise RuntimeError("the tenant must be known before the transaction begins")
         self.organization_id = organization_id
 
-    async def _begin(self) -> None:
+    async def _begin(self, then: str = "") -> None:
+        """BEGIN (naming the tenant under row-level security), and `then` in the same round
+        trip."""
         if self.scoped:
             assert self.organization_id is not None
-            await self.raw.execute(_begin_for(self.organization_id))
+            sql = _begin_for(self.organization_id)
         else:
-            await self.raw.execute("BEGIN")
+            sql = "BEGIN"
+        await self.raw.execute(f"{sql}; {then}" if then else sql)
         self.in_transaction = True
         self.wrote = False
 
@@ -364,6 +383,34 @@ class NativeConnection:
         return result
 
     async def _execute_one(
+        self,
+        compiled: _Compiled,
+        extracted: Sequence[Any] | None,
+        params: Mapping[str, Any] | None,
+        statement: ClauseElement,
+    ) -> Result:
+        settings = _settings_of(statement)
+        if not settings:
+            return await self._run_one(compiled, extracted, params, statement)
+        # SET LOCAL needs a transaction; one opened here only for this read ends with it.
+        opened = not self.in_transaction
+        if opened:
+            await self._begin(then=_set_local(settings))
+        else:
+            await self.raw.execute(_set_local(settings))
+        try:
+            result = await self._run_one(compiled, extracted, params, statement)
+        except BaseException:
+            if opened:
+                await self._roll_back_alone()
+            raise
+        if opened:
+            await self.end(commit=True)
+        else:
+            await self.raw.execute(_set_local(settings, default=True))
+        return result
+
+    async def _run_one(
         self,
         compiled: _Compiled,
         extracted: Sequence[Any] | None,
