@@ -60,6 +60,8 @@ async def require_object(request: StrictJSONRequest) -> None:
 def require_single_query_values(request: Request) -> None:
     """No parameter of this API takes a list, and `?limit=1&limit=200` is ambiguous (FastAPI
     would take the last): a repeated query parameter is refused, as a repeated JSON key is."""
+    if not request.scope.get("query_string"):
+        return  # most requests have none: parse nothing
     params = request.query_params
     if len(params.multi_items()) != len(params):
         repeated = next(name for name in params if len(params.getlist(name)) > 1)
