@@ -11,6 +11,7 @@ import pytest
 
 from customer_metrics.storage.database import DurabilityBarrier
 from customer_metrics.storage.dialect import async_url, native_dsn
+from customer_metrics.storage.native import FLUSH_WAL
 from tests.conftest import Backend
 
 
@@ -76,3 +77,20 @@ async def test_a_broken_barrier_connection_sends_callers_to_flush_alone_then_rec
     finally:
         await admin.close()
         await barrier.close()
+
+
+async def test_the_flush_waits_for_the_disk_even_where_commits_default_to_not_waiting(
+    dsn: str,
+) -> None:
+    """A request that flushes on its own connection (the barrier failed) gets a durable
+    commit even if an operator set `synchronous_commit = off` for the service's role; the
+    setting is the flush's alone and does not stay on the connection."""
+    conn = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "off"})
+    try:
+        for _ in range(5):
+            lsn = await commit_without_waiting(dsn)
+            await conn.execute(FLUSH_WAL)
+            assert await flushed_past(dsn, lsn)
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    finally:
+        await conn.close()

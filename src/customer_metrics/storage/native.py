@@ -58,8 +58,13 @@ _LOST = (
 # was sent is durable too. It must write WAL: PostgreSQL commits a transaction that wrote
 # none (even one holding a transaction id, as `SELECT pg_current_xact_id()` does) without
 # flushing anything. A transactional logical message is the smallest WAL-writing statement
-# any role may run; nothing reads it unless logical decoding is set up to.
-FLUSH_WAL = "SELECT pg_logical_emit_message(true, 'customer-metrics', 'durable')"
+# any role may run; nothing reads it unless logical decoding is set up to. Its own
+# transaction commits synchronously whatever the session's default (set_config is local to
+# it): an operator's `synchronous_commit = off` must not turn the wait into a no-op again.
+FLUSH_WAL = (
+    "SELECT set_config('synchronous_commit', 'on', true),"
+    " pg_logical_emit_message(true, 'customer-metrics', 'durable')"
+)
 
 
 async def init_connection(connection: asyncpg.Connection) -> None:
