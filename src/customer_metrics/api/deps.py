@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Request
 
@@ -87,7 +87,22 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+async def session_and_tenant(request: Request) -> tuple[Session, Tenant]:
+    """The request's session and tenant, for a service dependency to take directly: each
+    dependency FastAPI resolves (with its sub-dependencies) costs every request, and the
+    hottest routes need no other."""
+    session = await db_session(request)
+    return session, await current_tenant(request, session)
+
+
+TENANT_ENTERED_STATE = "tenant_entered"
+
+
 async def current_tenant(request: Request, session: DbSession) -> Tenant:
+    state = request.state._state
+    entered = state.get(TENANT_ENTERED_STATE)
+    if entered is not None and state.get("tenant") is entered:
+        return cast(Tenant, entered)  # once per request (again only after a re-run cleared it)
     service = ApiKeyService(ApiKeyRepository(session), request.app.state.secret)
     known = request.app.state.known_keys if reuses_lookups(request) else None
     tenant = await service.authenticate(_presented_key(request), known)
@@ -97,7 +112,6 @@ async def current_tenant(request: Request, session: DbSession) -> Tenant:
     # The key is known only now, and nothing is written or claimed yet: a refused request
     # leaves no trace. A request run again (StaleLookup) was admitted already.
     limiter = request.app.state.rate_limiter
-    state = request.state._state
     if limiter is not None and not state.get(ADMITTED_STATE):
         await limiter.admit(request.scope, tenant.api_key_id)
         state[ADMITTED_STATE] = True
@@ -128,6 +142,7 @@ async def enter_tenant(request: Request, session: Session, tenant: Tenant) -> No
     a write opens its transaction (the key lookup ran outside it) and claims its
     Idempotency-Key. Reads (POST /customers/search too) store nothing."""
     request.state.tenant = tenant
+    request.state._state[TENANT_ENTERED_STATE] = tenant
     session.scope(tenant.organization_id)
     if not is_read(request):
         await session.begin_transaction()

@@ -14,7 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from customer_metrics.api import json as strict_json
-from customer_metrics.api.deps import RECHECK_STATE, SESSION_STATE, confirm_remembered_key
+from customer_metrics.api.deps import (
+    RECHECK_STATE,
+    SESSION_STATE,
+    TENANT_ENTERED_STATE,
+    confirm_remembered_key,
+)
 from customer_metrics.api_keys.service import UNAUTHENTICATED_DETAIL
 from customer_metrics.errors import StaleLookup, Unauthenticated, UnsupportedMediaType
 
@@ -104,6 +109,7 @@ class StrictRoute(APIRoute):
                     assert not state.get(RECHECK_STATE), "a re-run remembers nothing"
                     await _close_session(strict)
                     state.pop("tenant", None)
+                    state.pop(TENANT_ENTERED_STATE, None)
                     state[RECHECK_STATE] = True
                     return await _answer(handler, strict)
             except Exception:

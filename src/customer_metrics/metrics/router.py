@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from customer_metrics.api.deps import CurrentTenant, DbSession, checks_key_inline
+from customer_metrics.api.deps import DbSession, checks_key_inline, session_and_tenant
 from customer_metrics.api.openapi import METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
@@ -34,9 +34,8 @@ router = APIRouter(
 )
 
 
-async def metric_service(
-    request: Request, session: DbSession, tenant: CurrentTenant
-) -> MetricService:
+async def metric_service(request: Request) -> MetricService:
+    session, tenant = await session_and_tenant(request)
     # (Limits straight from the app: each dependency FastAPI resolves costs every request.)
     return MetricService(
         MetricRepository(session, tenant),

@@ -14,6 +14,7 @@ from customer_metrics.api.deps import (
     DbSession,
     checks_key_inline,
     reuses_lookups,
+    session_and_tenant,
 )
 from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
@@ -55,9 +56,8 @@ batch_router = APIRouter(
 )
 
 
-async def value_service(
-    request: Request, session: DbSession, tenant: CurrentTenant
-) -> ValueService:
+async def value_service(request: Request) -> ValueService:
+    session, tenant = await session_and_tenant(request)
     limits: Limits = request.app.state.limits  # not a dependency: each costs every request
     values = ValueRepository(session, tenant)
     rerun = bool(request.state._state.get(RECHECK_STATE))
