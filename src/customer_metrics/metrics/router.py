@@ -6,7 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from customer_metrics.api.deps import DbSession, checks_key_inline, session_and_tenant
+from customer_metrics.api.deps import (
+    DbSession,
+    checks_key_inline,
+    db_session,
+    session_and_tenant,
+)
 from customer_metrics.api.openapi import METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
@@ -89,9 +94,9 @@ def _fields(row: MetricRow) -> dict[str, object]:
     },
 )
 @checks_key_inline
-async def create_metric(body: MetricCreate, service: Service, session: DbSession) -> Response:
+async def create_metric(body: MetricCreate, service: Service, request: Request) -> Response:
     row = await service.create(body)
-    await session.commit()
+    await (await db_session(request)).commit()  # the service's session (no second dependency)
     # Rendered here rather than through `response_model` (which validates the answer all
     # over again): the hottest write of the API. tests/api/test_seed.py holds it to MetricOut.
     fields = _fields(row)

@@ -13,6 +13,7 @@ from customer_metrics.api.deps import (
     CurrentTenant,
     DbSession,
     checks_key_inline,
+    db_session,
     reuses_lookups,
     session_and_tenant,
 )
@@ -106,12 +107,11 @@ async def record_value(
     ref: str,
     body: ValueWrite,
     service: Service,
-    session: DbSession,
     request: Request,
     create_customer: bool = True,
 ) -> ExactJSONResponse:
     recorded = await service.write(customer_id, ref, body, create_customer)
-    await session.commit()
+    await (await db_session(request)).commit()  # the service's session (no second dependency)
     request.app.state.metrics.ingested.labels("single").inc()
     return ExactJSONResponse(
         observation_out(recorded.customer_id, recorded.metric, recorded.observation),
