@@ -77,8 +77,7 @@ class EdgeMiddleware:
             log.debug("%s %s -> %d in %.1f ms", scope["method"], path, status, elapsed * 1000)
             route = scope.get("route")
             template = getattr(route, "path_format", None) or "unmatched"
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
+            self.metrics.observe(template, scope["method"], status, elapsed)
             request_id_var.reset(token)
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -93,6 +94,24 @@ class Metrics:
             ["path"],
             registry=self.registry,
         )
+
+        # Each series' child, found once: `labels()` takes a lock and builds a key on every
+        # call, and every request records two series.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.ingested_single = self.ingested.labels("single")
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request: counted by route template, method and status; timed."""
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+            if len(self._children) < 4096:  # methods are the client's to choose: bounded
+                self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         """This process's metrics; with `serve --workers N`, every worker's, added up."""

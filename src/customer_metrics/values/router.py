@@ -112,7 +112,7 @@ async def record_value(
 ) -> ExactJSONResponse:
     recorded = await service.write(customer_id, ref, body, create_customer)
     await (await db_session(request)).commit()  # the service's session (no second dependency)
-    request.app.state.metrics.ingested.labels("single").inc()
+    request.app.state.metrics.ingested_single.inc()
     return ExactJSONResponse(
         observation_out(recorded.customer_id, recorded.metric, recorded.observation),
         status_code=status.HTTP_201_CREATED,
