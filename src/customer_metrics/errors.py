@@ -7,9 +7,9 @@ from customer_metrics.api_keys.secrets import redact_keys
 
 class StaleLookup(Exception):
     """Something this request took from a worker's memory instead of the database (an API key
-    seen active, a metric definition) no longer holds, or the request is about to answer
-    with an error on the strength of it. Nothing has been stored: the route runs the request
-    again with every lookup made in the database (api/routing.py)."""
+    seen active, a metric definition) no longer holds, or a write is about to be refused on
+    the strength of a remembered definition. Raised only before anything is stored: the
+    route runs the request again with every lookup made in the database (api/routing.py)."""
 
 
 class AppError(Exception):

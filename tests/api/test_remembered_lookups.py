@@ -262,3 +262,30 @@ async def history_of(client: httpx.AsyncClient, customer: str, ref: str) -> list
     response = await client.get(f"/customers/{customer}/metrics/{ref}/values")
     assert response.status_code == 200, response.text
     return [item["value"] for item in response.json()["data"]]
+
+
+async def test_a_new_key_writes_through_a_definition_another_key_left_remembered(
+    on_postgres: None,
+    app: object,
+    client: httpx.AsyncClient,
+    org: Org,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only what was remembered is checked: a key looked up by this request and a remembered
+    definition need no second pass."""
+    await create_metric(client, name="Seats", key="seats", data_type="INTEGER")
+    assert (await write(client, "seats", 1)).status_code == 201  # the definition remembered
+    passes = 0
+    real = ValueService.write
+
+    async def counted(self: Any, *args: Any) -> Any:
+        nonlocal passes
+        passes += 1
+        return await real(self, *args)
+
+    monkeypatch.setattr(ValueService, "write", counted)
+    async with api_client(app, await issue_key(app, org.id)) as other:
+        written = await write(other, "seats", 2)
+    assert written.status_code == 201, written.text
+    assert passes == 1
+    assert await history_of(client, CUSTOMER, "seats") == [2, 1]

@@ -31,7 +31,7 @@ def reads_only(endpoint: F) -> F:
 def checks_key_inline(endpoint: F) -> F:
     """Marks a route whose statements check a remembered API key themselves (see KnownKeys):
     on PostgreSQL it skips the key lookup's round trip. Only its successful answers rely on
-    that; any error answer is given again after a real lookup (api/routing.py)."""
+    that; an error answer is given only once a lookup confirms the key (api/routing.py)."""
     endpoint.checks_key_inline = True  # type: ignore[attr-defined]
     return endpoint
 

@@ -67,10 +67,9 @@ class ApiKeyService:
         key_hash = secrets.hash_key(presented, self._secret)
         if known is not None and (remembered := known.get(key_hash)) is not None:
             return remembered
-        found = await self._repo.find_active_by_hash_unscoped(key_hash)
-        if found is None:
+        tenant = await self.find_active(key_hash)
+        if tenant is None:
             raise Unauthenticated(UNAUTHENTICATED_DETAIL)
-        tenant = Tenant(organization_id=found[0], api_key_id=found[1])
         if known is not None:
             known.remember(key_hash, tenant)
         return tenant

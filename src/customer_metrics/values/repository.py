@@ -87,16 +87,16 @@ def _upserts(dialect_name: str) -> tuple[Any, Any]:
 _WRITTEN = ("metric_ref", "observed_at", "recorded_at", "source", *VALUE_COLUMNS)
 
 
-@lru_cache(maxsize=2)
-def _record_by_customer_id(checks_lookups: bool) -> Any:
+@lru_cache(maxsize=4)
+def _record_by_customer_id(check_key: bool, check_metric: bool) -> Any:
     """Where the database runs writes inside WITH: one statement (one round trip, its own
     transaction) that finds the customer by customer_id, upserts the observation and moves
     the current value forward. It returns one row: the customer's ref (NULL, with nothing
     stored, when there is no such customer) and `fresh`.
 
-    `checks_lookups`: the API key and the metric definition came from the worker's memory
-    (KnownKeys, KnownMetrics); the statement stores nothing unless the key is still active
-    and the definition still allows the value, and `fresh` says whether they did."""
+    `check_key`, `check_metric`: the API key, the metric definition came from the worker's
+    memory (KnownKeys, KnownMetrics); the statement stores nothing unless the key is still
+    active and the definition still allows the value, and `fresh` says whether they did."""
     insert = upsert_insert("postgresql")
     org = bindparam("organization_id", type_=_obs.c.organization_id.type)
     customer = (
@@ -109,17 +109,16 @@ def _record_by_customer_id(checks_lookups: bool) -> Any:
         .cte("customer")
     )
     fields = [bindparam(name, type_=_obs.c[name].type) for name in _WRITTEN]
+    checks = []
+    if check_key:
+        checks.append(key_still_active(org, bindparam("key_hash", type_=String())))
+    if check_metric:
+        metric_ref = bindparam("metric_ref", type_=_obs.c.metric_ref.type)
+        value_text = bindparam("value_text", type_=_obs.c.value_text.type)
+        checks.append(definition_still_allows(org, metric_ref, value_text))
     fresh: Any = true()
-    if checks_lookups:  # checked once, in a CTE of its own, for both writes and the answer
-        checks = and_(
-            key_still_active(org, bindparam("key_hash", type_=String())),
-            definition_still_allows(
-                org,
-                bindparam("metric_ref", type_=_obs.c.metric_ref.type),
-                bindparam("value_text", type_=_obs.c.value_text.type),
-            ),
-        )
-        fresh = select(checks.label("ok")).cte("checked").c.ok
+    if checks:  # checked once, in a CTE of its own, for both writes and the answer
+        fresh = select(and_(*checks).label("ok")).cte("checked").c.ok
     source = select(org, customer.c.id, *fields).where(fresh)
     names = ["organization_id", "customer_ref", *_WRITTEN]
     observations = insert(_obs).from_select(names, source)
@@ -298,7 +297,7 @@ class ValueRepository:
                 return False
             await self.record(ref, metric.id, observation)
             return True
-        checks = metric_remembered or not self._tenant.key_checked
+        check_key = not self._tenant.key_checked
         params = {
             "organization_id": self._org,
             "customer_id": customer_id,
@@ -308,12 +307,17 @@ class ValueRepository:
             "source": observation.source,
             **observation.values,
         }
-        if checks:
+        if check_key:
             params["key_hash"] = self._tenant.key_hash
+        if metric_remembered:
             params["metric_key"] = metric.key
             params["metric_data_type"] = metric.data_type
         async with self._session.own_transactions():
-            row = (await self._conn.execute(_record_by_customer_id(checks), params)).one()
+            row = (
+                await self._conn.execute(
+                    _record_by_customer_id(check_key, metric_remembered), params
+                )
+            ).one()
         if not row.fresh:
             raise StaleLookup()
         return row.customer_ref is not None
