@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from customer_metrics.api.responses import loads_exact, render_exact
 from tests.builders import create_metric, create_org, current_values, write_value
 from tests.conftest import api_client
 
@@ -395,3 +396,57 @@ async def test_exact_decimal_storage_survives_json_parsing_of_floats(client):
     body = json.dumps({"value": 0.1})
     response = await _raw_write(client, "acme", "arr", body)
     assert '"value":0.1,' in response.text
+
+
+async def test_the_agent_view_renders_every_type_byte_for_byte_like_every_other_answer(client):
+    """PostgreSQL renders the agent view's JSON itself; its bytes must be what the service's
+    own renderer (orjson, exact decimals) gives for the same rows on either backend."""
+    odd = 'Tier "gold" \\ é 😀 </script> \u2028'
+    writes = [
+        ({"name": "ARR", "unit": "USD"}, 12345678901234567890.12, "12345678901234567890.12"),
+        ({"name": "Small", "data_type": "NUMBER"}, None, "-0.000100"),
+        ({"name": "Seats", "data_type": "INTEGER"}, -9223372036854775808, None),
+        ({"name": odd, "data_type": "STRING", "unit": odd}, 'a "b"\\c\n\r\td\u2029é😀', None),
+        ({"name": "Active", "data_type": "BOOLEAN"}, False, None),
+        ({"name": "Renewal", "data_type": "DATE"}, "2027-02-28", None),
+        ({"name": "Last login", "data_type": "DATETIME"}, "2026-01-02T03:04:05.678901+02:00", None),
+        # PostgreSQL holds Python's smallest and largest dates as -infinity and infinity
+        ({"name": "First day", "data_type": "DATE"}, "0001-01-01", None),
+        ({"name": "Last day", "data_type": "DATE"}, "9999-12-31", None),
+        ({"name": "Dawn", "data_type": "DATETIME"}, "0001-01-01T00:00:00Z", None),
+    ]
+    expected = []
+    for fields, value, raw in writes:
+        metric = await create_metric(client, **fields)
+        if raw is None:
+            response = await client.post(
+                f"/customers/acme/metrics/{metric['key']}/values", json={"value": value}
+            )
+        else:
+            response = await _raw_write(client, "acme", metric["key"], f'{{"value": {raw}}}')
+        assert response.status_code == 201, response.text
+        written = loads_exact(response.text)
+        expected.append(
+            {
+                "metric_id": metric["metric_id"],
+                "key": metric["key"],
+                "name": metric["name"],
+                "data_type": metric["data_type"],
+                "unit": metric["unit"],
+                "value": written["value"],
+                "observed_at": written["observed_at"],
+            }
+        )
+    view = await client.get("/customers/acme/metrics")
+    assert view.status_code == 200
+    assert view.headers["content-type"] == "application/json"
+    assert view.content == render_exact({"data": expected})
+    assert json.loads(view.content)["data"][3]["value"] == 'a "b"\\c\n\r\td\u2029é😀'
+
+
+async def test_a_customer_without_values_has_an_empty_view_and_an_unknown_one_is_a_404(client):
+    await create_metric(client, name="ARR")
+    assert (await client.put("/customers/quiet", json={})).status_code == 201
+    view = await client.get("/customers/quiet/metrics")
+    assert (view.status_code, view.content) == (200, b'{"data":[]}')
+    assert (await client.get("/customers/nobody/metrics")).status_code == 404

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import simplejson
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 
 def _plain_decimal(value: Any) -> Any:
@@ -47,3 +47,9 @@ def loads_exact(text: str | bytes) -> Any:
 class ExactJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return render_exact(content)
+
+
+class RawJSONResponse(Response):
+    """JSON rendered already (by the database, for reads with many small rows): sent as is."""
+
+    media_type = "application/json"

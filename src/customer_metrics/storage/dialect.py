@@ -13,15 +13,17 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Text,
     bindparam,
     case,
     cast,
     event,
     func,
     literal,
+    literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -313,3 +315,70 @@ def json_array_has(column: Any, value: Any) -> Any:
     """Whether the JSON array in `column` holds the string `value` (PostgreSQL's jsonb `?`).
     Used only by statements that check remembered lookups, which run on PostgreSQL only."""
     return column.op("?")(value)
+
+
+# What `clock.format_timestamp` writes (`2025-11-27T10:06:09.459Z`), as PostgreSQL's to_char
+# pattern; MS truncates like Python's isoformat(timespec="milliseconds").
+_RFC3339_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+
+
+def renders_json(dialect_name: str) -> bool:
+    """Whether the database builds JSON answers itself (`json_array_of`): PostgreSQL."""
+    return dialect_name == "postgresql"
+
+
+def utc_text(column: Any) -> Any:
+    """PostgreSQL: a timestamptz as the API writes it, text in UTC with milliseconds."""
+    return _infinities(
+        column, func.to_char(func.timezone("UTC", column), _RFC3339_UTC), _UTC_MIN, _UTC_MAX
+    )
+
+
+def date_text(column: Any) -> Any:
+    """PostgreSQL: a date as the API writes it (`2027-02-28`, whatever the DateStyle)."""
+    return _infinities(column, func.to_char(column, "YYYY-MM-DD"), "0001-01-01", "9999-12-31")
+
+
+# asyncpg writes Python's smallest date and datetime, and its largest date, as PostgreSQL's
+# -infinity and infinity (and reads them back as those Python values): text rendered by
+# the database must say what Python would.
+_UTC_MIN = "0001-01-01T00:00:00.000Z"
+_UTC_MAX = "9999-12-31T23:59:59.999Z"
+
+
+def _infinities(column: Any, finite: Any, smallest: str, largest: str) -> Any:
+    return case(
+        (column == literal_column("'-infinity'"), literal(smallest)),
+        (column == literal_column("'infinity'"), literal(largest)),
+        else_=finite,
+    )
+
+
+def zero_padded(column: Any, width: int) -> Any:
+    """PostgreSQL: an integer as text padded with zeros to `width` digits (never cut)."""
+    text = cast(column, Text())
+    return case((func.length(text) < width, func.lpad(text, width, "0")), else_=text)
+
+
+def json_of(column: Any) -> Any:
+    """PostgreSQL: a value as JSON, numerics with exactly their stored digits."""
+    return func.to_json(column)
+
+
+def json_array_of(fields: list[tuple[str, Any]], order_by: Any) -> Any:
+    """PostgreSQL: the rows of a query as one compact JSON array of objects, as text (NULL
+    when there are none), built by the database: for a read of many small rows it spares the
+    worker decoding them and rendering each field (the agent view's 50 rows). Each field is
+    a `json_of` expression; the text is what orjson would write for the same values."""
+    parts: list[Any] = []
+    for i, (name, value) in enumerate(fields):  # names are the service's own constants
+        parts += [
+            literal_column(f"'{'{' if i == 0 else ','}\"{name}\":'"),
+            func.coalesce(cast(value, Text()), literal_column("'null'")),
+        ]
+    parts.append(literal_column("'}'"))
+    obj = parts[0].concat(parts[1])
+    for part in parts[2:]:
+        obj = obj.concat(part)
+    rows = func.string_agg(obj, aggregate_order_by(literal_column("','"), order_by))
+    return literal_column("'['").concat(rows).concat(literal_column("']'"))

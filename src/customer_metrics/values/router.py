@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from customer_metrics.api.deps import (
     RECHECK_STATE,
@@ -20,7 +20,7 @@ from customer_metrics.api.deps import (
 from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.params import FromQuery, TimeQuery, ToQuery
-from customer_metrics.api.responses import ExactJSONResponse
+from customer_metrics.api.responses import ExactJSONResponse, RawJSONResponse
 from customer_metrics.api.routing import StrictRoute
 from customer_metrics.clock import format_timestamp
 from customer_metrics.customers.repository import CustomerRepository
@@ -34,7 +34,7 @@ from customer_metrics.metrics.service import MetricService
 from customer_metrics.text import normalize_label
 from customer_metrics.values import typed
 from customer_metrics.values.batch import BatchOutcome, BatchRejected, BatchService
-from customer_metrics.values.repository import StoredObservation, ValueRepository
+from customer_metrics.values.repository import RenderedView, StoredObservation, ValueRepository
 from customer_metrics.values.schemas import (
     BatchResult,
     BatchWrite,
@@ -128,8 +128,10 @@ async def record_value(
 @checks_key_inline
 async def get_current_values(
     customer_id: CustomerIdPath, service: Service, as_of: TimeQuery = None
-) -> ExactJSONResponse:
+) -> Response:
     rows = await service.current(customer_id, _time(as_of, "as_of"))
+    if isinstance(rows, RenderedView):
+        return RawJSONResponse(b'{"data":' + rows.json_array.encode() + b"}")
     data = [
         {
             "metric_id": format_metric_id(r.metric_ref),

@@ -15,7 +15,12 @@ from customer_metrics.metrics.service import MetricService
 from customer_metrics.text import is_clean, normalize_label
 from customer_metrics.values import typed
 from customer_metrics.values.prepare import Loc, PreparedWrite, archived_error, prepare_write
-from customer_metrics.values.repository import CurrentRow, StoredObservation, ValueRepository
+from customer_metrics.values.repository import (
+    CurrentRow,
+    RenderedView,
+    StoredObservation,
+    ValueRepository,
+)
 from customer_metrics.values.schemas import ValueWrite
 
 ONE_MILLISECOND = timedelta(milliseconds=1)
@@ -107,7 +112,9 @@ class ValueService:
         await self._repo.record(customer_ref, metric.id, observation)
         return observation
 
-    async def current(self, customer_id: str, as_of: datetime | None) -> list[CurrentRow]:
+    async def current(
+        self, customer_id: str, as_of: datetime | None
+    ) -> list[CurrentRow] | RenderedView:
         if as_of is None:
             if not is_clean(customer_id):
                 raise NotFound(f"No customer {customer_id!r} in this organization.")
