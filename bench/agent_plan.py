@@ -22,6 +22,8 @@ class _Captured(Exception):
 class _Capture:
     """Stands in for the session's connection: raises with the first statement it is given."""
 
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
         raise _Captured(statement, params)
 
@@ -47,6 +49,16 @@ async def _capture(org: int, customer_id: str) -> str:
 def view_sql(org: int, customer_id: str) -> str:
     """The SELECT the service runs for GET /external/v1/customers/{customer_id}/metrics."""
     return asyncio.run(_capture(org, customer_id))
+
+
+_PLACEHOLDER = "cm-bench-customer-placeholder"
+
+
+def view_sql_with_parameter(org: int) -> str:
+    """`view_sql` with the customer id as `$1`, for the floor server to prepare once."""
+    sql = view_sql(org, _PLACEHOLDER)
+    assert sql.count(f"'{_PLACEHOLDER}'") == 1, sql
+    return sql.replace(f"'{_PLACEHOLDER}'", "$1")
 
 
 async def _explain(url: str, sql: str) -> list[str]:

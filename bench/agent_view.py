@@ -2,7 +2,11 @@
 (every non-archived metric's current value for one customer, in one query), over data sets
 loaded with COPY (bench/agent_data.py): 50 NUMBER metrics, 2 observations per customer and
 metric, a small and a large set. Targets: p99 ≤ 10 ms at 16 connections on each set, and
-p99(large) ≤ 1.5 x p99(small): the view's cost must not grow with history."""
+p99(large) ≤ 1.5 x p99(small): the view's cost must not grow with history.
+
+For scale, a floor runs interleaved with the service on each set: bench/floor_server.py
+answering GET /view/{customer_id} with the service's own statement (no key, no framework
+beyond Starlette). It has no target; it shows what this machine allows."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from typing import Any
 import asyncpg
 
 from agent_data import METRICS, DataSet, LoadTimes, load
-from agent_plan import explain, view_sql
+from agent_plan import explain, view_sql, view_sql_with_parameter
 from harness import (
     LUA_DIR,
     RESULTS_DIR,
@@ -34,7 +38,7 @@ from harness import (
 )
 from machine import process_group_pids
 from report import Check, Outcome, Side, side_table, write_json
-from services import Service, service_env, start_service
+from services import Service, service_env, start_floor, start_service
 
 NAME = "agent_view"
 DATABASE = "cm_bench_agent"
@@ -54,6 +58,7 @@ class SetResult:
     data: DataSet
     times: LoadTimes
     runs: list[WrkResult]
+    floor_runs: list[WrkResult]
     plan: list[str]
 
     @property
@@ -67,6 +72,10 @@ class SetResult:
             f"{self.data.current_values:,} current values; load {self.times.total_s:.0f} s"
         )
         return Side(self.label, description, self.runs)
+
+    def floor(self) -> Side:
+        description = "bare Starlette + asyncpg, the service's statement, no key"
+        return Side(f"floor, {self.label}", description, self.floor_runs)
 
 
 def _sizes() -> list[int]:
@@ -111,34 +120,45 @@ def _measure(options: Options, data: DataSet) -> SetResult:
         times = load(url, org, data)
         log(f"loaded in {times.total_s:.1f} s ({times.database_mb:,.0f} MB): {times}")
         _smoke(service, f"c{data.customers}")
+        sql_file = work / "view.sql"
+        sql_file.write_text(view_sql_with_parameter(org))
+        floor = start_floor(stack, url, work, NAME, ["--view-sql", str(sql_file)])
 
         def ours() -> list[int]:
-            return process_group_pids([service.pid]) + backend_pids(url)
+            return process_group_pids([service.pid, floor.process.pid]) + backend_pids(url)
 
-        def wrk(duration: int, check: bool) -> WrkResult:
+        def wrk(side: tuple[str, str, Any, str], duration: int, check: bool) -> WrkResult:
+            _, base_url, headers, path = side
             return run_wrk(
-                service.base_url,
+                base_url,
                 SCRIPT,
                 options=options,
                 duration=duration,
-                headers=service.headers,
-                script_args=[str(data.customers)],
+                headers=headers,
+                script_args=[str(data.customers), path],
                 ours=ours if check else None,
             )
 
+        sides = [
+            ("floor", floor.base_url, {}, "/view/c"),
+            ("service", service.base_url, service.headers, ""),
+        ]
         if options.warmup:
-            wrk(options.warmup, check=False)
-        runs: list[WrkResult] = []
+            for side in sides:
+                wrk(side, options.warmup, check=False)
+        runs: dict[str, list[WrkResult]] = {"floor": [], "service": []}
         for i in range(1, options.runs + 1):
-            result = wrk(options.duration, check=True)
-            log(
-                f"run {i}/{options.runs}: {result.requests_per_s:.0f} req/s, "
-                f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
-                f"non-2xx {result.non_2xx}"
-            )
-            runs.append(result)
+            for side in sides:  # interleaved, as the other benchmarks
+                name = side[0]
+                result = wrk(side, options.duration, check=True)
+                log(
+                    f"run {i}/{options.runs} {name}: {result.requests_per_s:.0f} req/s, "
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                    f"non-2xx {result.non_2xx}"
+                )
+                runs[name].append(result)
         plan = explain(url, view_sql(org, f"c{data.customers // 2}"))
-    return SetResult(data, times, runs, plan)
+    return SetResult(data, times, runs["service"], runs["floor"], plan)
 
 
 def _checks(sets: list[SetResult]) -> list[Check]:
@@ -155,7 +175,8 @@ def _checks(sets: list[SetResult]) -> list[Check]:
 
 def _render(sets: list[SetResult], checks: list[Check]) -> str:
     parts = [f"== {NAME}: GET {PATH}, {CONNECTIONS} connections =="]
-    parts += [side_table(s.side()) for s in sets]
+    for s in sets:
+        parts += [side_table(s.floor()), side_table(s.side())]
     parts.append("\n".join(c.line() for c in checks))
     parts.append(f"plan ({sets[-1].label}):\n" + "\n".join(sets[-1].plan))
     errors = sum(s.side().non_2xx + s.side().socket_errors for s in sets)
@@ -186,6 +207,7 @@ def run(options: Options) -> Outcome:
                 "current_values": s.data.current_values,
                 "load": asdict(s.times),
                 "result": s.side().summary(),
+                "floor": s.floor().summary(),
                 "plan": s.plan,
             }
             for s in sets

@@ -3,6 +3,10 @@ per request, served by uvicorn with one worker. It is what a minimal Python ASGI
 same PostgreSQL reaches; the service is measured as a fraction of it.
 
     python bench/floor_server.py --port 8100 --database-url postgresql://…/cm_bench
+
+With `--view-sql FILE` it also answers `GET /view/{customer_id}` with one statement from the
+file (`$1` is the customer id; its one row's `data` column is the JSON array to answer):
+the agent view's floor, with no key, no validation and no framework beyond Starlette.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ RETURNING id, organization_id, name, data_type, time_created"""
 ORGANIZATION_ID = 1
 
 
-def create_app(database_url: str, pool_size: int) -> Starlette:
+def create_app(database_url: str, pool_size: int, view_sql: str | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(database_url, min_size=pool_size, max_size=pool_size)
@@ -56,10 +60,19 @@ def create_app(database_url: str, pool_size: int) -> Starlette:
         out["time_created"] = row["time_created"].isoformat()
         return JSONResponse(out, status_code=201)
 
+    async def view(request: Request) -> Response:
+        row = await request.app.state.pool.fetchrow(view_sql, request.path_params["customer_id"])
+        if row is None:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        body = b'{"data":' + (row["data"] or "[]").encode() + b"}"
+        return Response(body, media_type="application/json")
+
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     routes = [Route("/floor", create, methods=["POST"]), Route("/health", health)]
+    if view_sql:
+        routes.append(Route("/view/{customer_id}", view))
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -69,9 +82,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--pool-size", type=int, default=20)
+    parser.add_argument("--view-sql", help="file with the agent view's statement ($1: customer)")
     args = parser.parse_args()
+    view_sql = open(args.view_sql).read() if args.view_sql else None  # noqa: SIM115
     uvicorn.run(
-        create_app(args.database_url, args.pool_size),
+        create_app(args.database_url, args.pool_size, view_sql),
         host=args.host,
         port=args.port,
         workers=1,

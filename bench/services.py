@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,13 @@ def start_service(
     return Service(srv, {"Authorization": f"Bearer {issued['api_key']}"}, env)
 
 
-def start_floor(stack: ExitStack, database_url: str, work: Path, logs: str) -> Server:
+def start_floor(
+    stack: ExitStack, database_url: str, work: Path, logs: str, extra: Sequence[str] = ()
+) -> Server:
     """bench/floor_server.py (the metric_create floor) with a pool of 20 connections."""
     port = free_port()
     cmd = [sys.executable, str(BENCH_DIR / "floor_server.py"), "--port", str(port)]
-    cmd += ["--database-url", database_url, "--pool-size", "20"]
+    cmd += ["--database-url", database_url, "--pool-size", "20", *extra]
     return stack.enter_context(
         server(
             "floor",
