@@ -70,7 +70,7 @@ class CustomerRepository:
         dialect_name = self._conn.dialect.name
         params = {"org": self._org, "ids": in_list_param(customer_ids, dialect_name)}
         rows = await self._conn.execute(_refs_of(dialect_name), params)
-        return {r.customer_id: r.id for r in rows}
+        return {customer_id: ref for customer_id, ref in rows}
 
     async def insert_many_if_absent(self, customer_ids: list[str], now: datetime) -> None:
         """Creates every customer not there yet, numbered from one counter bump."""

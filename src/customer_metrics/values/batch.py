@@ -201,9 +201,7 @@ class BatchService:
     async def _store(self, checked: _Checked, refs: dict[str, int], outcome: BatchOutcome) -> int:
         """Stores the checked items of known customers; returns how many were accepted."""
         values = [v for v in checked.values if v[0] in refs]
-        # Same customer, metric and observed_at twice in one batch: the later item wins.
-        latest = list({(v[0], v[1].id, v[2]): v for v in values}.values())
-        await self._value_repo.record_rows(_rows(latest, refs, clock.now()))
+        await self._value_repo.record_rows(_rows(_latest(values), refs, clock.now()))
         accepted = len(values)
         for c in checked.increments:  # after the plain values, in the order sent
             if c.customer_id not in refs:
@@ -217,6 +215,13 @@ class BatchService:
             else:
                 accepted += 1
         return accepted
+
+
+def _latest(values: list[_Value]) -> list[_Value]:
+    """Same customer, metric and observed_at twice in one batch: the later item wins."""
+    keys = [(v[0], v[1].id, v[2]) for v in values]
+    last = dict(zip(keys, values, strict=True))
+    return values if len(last) == len(values) else list(last.values())
 
 
 def _rows(values: list[_Value], refs: dict[str, int], recorded_at: datetime) -> ObservationRows:
