@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.builders import create_metric, create_org, current_values
@@ -200,3 +202,75 @@ async def test_empty_batch(client):
         "rejected": 0,
         "errors": [],
     }
+
+
+async def test_every_data_type_in_one_batch_is_stored_exactly(client):
+    await create_metric(client, name="ARR")
+    await create_metric(client, name="Seats", data_type="INTEGER")
+    await create_metric(client, name="Plan", data_type="STRING")
+    await create_metric(client, name="Active", data_type="BOOLEAN")
+    await create_metric(client, name="Renewal", data_type="DATE")
+    await create_metric(client, name="Seen", data_type="DATETIME")
+    at = "2024-03-01T12:00:00.000Z"
+    items = [
+        {"customer_id": "a", "metric": "arr", "value": "EXACT", "observed_at": at},
+        {"customer_id": "b", "metric": "arr", "value": "0.000000000000000000000000000000000001"},
+        {"customer_id": "a", "metric": "seats", "value": 2**63 - 1, "source": "billing"},
+        {"customer_id": "a", "metric": "plan", "value": "pro", "source": "crm"},
+        {"customer_id": "a", "metric": "active", "value": False},
+        {"customer_id": "a", "metric": "renewal", "value": "2025-02-28"},
+        {"customer_id": "a", "metric": "seen", "value": "2024-02-29T23:59:59.123+02:00"},
+    ]
+    # Sent as a JSON number with more digits than a float holds.
+    raw = json.dumps({"values": items}).replace('"EXACT"', "12345678901234567890.12")
+    response = await client.post(URL, content=raw, headers={"content-type": "application/json"})
+    assert response.json() == {"accepted": 7, "rejected": 0, "errors": []}
+    current = await current_values(client, "a")
+    assert current.pop("arr") == float("12345678901234567890.12")
+    assert current == {
+        "seats": 2**63 - 1,
+        "plan": "pro",
+        "active": False,
+        "renewal": "2025-02-28",
+        "seen": "2024-02-29T21:59:59.123Z",
+    }
+    view = (await client.get("/customers/a/metrics")).text
+    assert '"value":12345678901234567890.12,' in view.replace(" ", "")
+    history = (await client.get("/customers/a/metrics/arr/values")).json()["data"]
+    assert [(h["observed_at"], h["source"]) for h in history] == [(at, None)]
+    seats = (await client.get("/customers/a/metrics/seats/values")).json()["data"]
+    assert [(h["value"], h["source"]) for h in seats] == [(2**63 - 1, "billing")]
+    tiny = (await client.get("/customers/b/metrics/arr/values")).text
+    assert "0.000000000000000000000000000000000001" in tiny
+
+
+async def test_batches_over_thousands_of_customers(client):
+    """More customers than one IN list used to hold: every one is found or created once."""
+    await create_metric(client, name="ARR")
+    first = [{"customer_id": f"c-{i}", "metric": "arr", "value": i} for i in range(2500)]
+    assert (await client.post(URL, json={"values": first})).json()["accepted"] == 2500
+    second = [
+        {
+            "customer_id": f"c-{i}",
+            "metric": "arr",
+            "value": -i,
+            "observed_at": f"2020-01-01T00:00:{i % 60:02d}.000Z",
+        }
+        for i in range(2000, 3000)
+    ]
+    unknown = {"create_customers": False, "values": second}
+    body = (await client.post(URL, json=unknown)).json()
+    assert (body["accepted"], body["rejected"]) == (500, 500)
+    assert {e["index"] for e in body["errors"]} == set(range(500, 1000))
+    assert (await client.post(URL, json={"values": second})).json()["accepted"] == 1000
+    assert await current_values(client, "c-2999") == {"arr": -2999}
+    assert await current_values(client, "c-2499") == {"arr": 2499}  # the back-fill is older
+    ids: set[int] = set()
+    cursor = None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/customers", params=params)).json()
+        ids.update(c["id"] for c in page["data"])
+        if not (cursor := page["next_cursor"]):
+            break
+    assert len(ids) == 3000

@@ -33,12 +33,17 @@ delete = st.tuples(
     st.none() | days,
 )
 erase = st.tuples(st.just("erase"), st.sampled_from(CUSTOMERS))
-operations = st.lists(st.one_of(write, write, delete, erase), min_size=1, max_size=14)
+# Several writes in one batch request: repeats of a (customer, metric, day) inside it included.
+batch = st.tuples(st.just("batch"), st.lists(write, min_size=1, max_size=8))
+operations = st.lists(st.one_of(write, write, delete, erase, batch), min_size=1, max_size=14)
 
 
 def apply(model: dict, op: tuple) -> None:
     kind = op[0]
-    if kind == "write":
+    if kind == "batch":  # the later of two items for one observation wins
+        for item in op[1]:
+            apply(model, item)
+    elif kind == "write":
         _, customer, metric, day, value = op
         model.setdefault((customer, metric), {})[day] = value
     elif kind == "delete":
@@ -55,7 +60,14 @@ def apply(model: dict, op: tuple) -> None:
 
 async def perform(client, op: tuple) -> None:
     kind = op[0]
-    if kind == "write":
+    if kind == "batch":
+        items = [
+            {"customer_id": customer, "metric": metric, "value": value, "observed_at": _at(day)}
+            for _, customer, metric, day, value in op[1]
+        ]
+        response = await client.post("/customers/metrics/values", json={"values": items})
+        assert response.json() == {"accepted": len(items), "rejected": 0, "errors": []}
+    elif kind == "write":
         _, customer, metric, day, value = op
         response = await client.post(
             f"/customers/{customer}/metrics/{metric}/values",

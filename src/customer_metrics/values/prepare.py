@@ -3,6 +3,7 @@ item in a batch is judged exactly like a single request."""
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,20 +39,42 @@ def archived_error(ref: str) -> Conflict:
 
 def prepare_write(
     metric: MetricRow,
-    fields: dict[str, Any],
-    sent: set[str],
+    fields: Mapping[str, Any],
+    sent: Container[str],
     now: datetime,
     limits: Limits,
     loc: Loc,
 ) -> PreparedWrite:
-    source = fields.get("source")
-    if source is not None:
-        check_length((*loc, "source"), source, SOURCE_MAX)
+    source = check_source(fields, loc)
     if "increment" in sent:
         return _prepare_increment(metric, fields, sent, now, source, loc)
+    value, observed_at = prepare_value(metric, fields, sent, now, limits, loc)
+    return PreparedWrite(
+        typed.TypedValue(typed.COLUMN_OF[metric.data_type], value), None, observed_at, source
+    )
+
+
+def check_source(fields: Mapping[str, Any], loc: Loc) -> str | None:
+    source: str | None = fields.get("source")
+    if source is not None:
+        check_length((*loc, "source"), source, SOURCE_MAX)
+    return source
+
+
+def prepare_value(
+    metric: MetricRow,
+    fields: Mapping[str, Any],
+    sent: Container[str],
+    now: datetime,
+    limits: Limits,
+    loc: Loc,
+) -> tuple[Any, datetime]:
+    """The stored value and observed_at of a write that is not an increment (its source
+    checked first, by `check_source`). The batch write calls this for each plain item, with
+    the item itself as both `fields` and `sent`."""
     if "value" not in sent or fields.get("value") is None:
         raise InvalidRequest((*loc, "value"), "Field required (value or increment)", "missing")
-    value = typed.parse_value(
+    value = typed.parse_typed(
         metric.data_type,
         fields["value"],
         (*loc, "value"),
@@ -59,16 +82,17 @@ def prepare_write(
         limits.string_value,
     )
     observed_at = now
-    if fields.get("observed_at") is not None:
-        observed_at = typed.parse_timestamp(fields["observed_at"], (*loc, "observed_at"))
+    raw_observed_at = fields.get("observed_at")
+    if raw_observed_at is not None:
+        observed_at = typed.parse_timestamp(raw_observed_at, (*loc, "observed_at"))
         typed.check_observed_at(observed_at, now, (*loc, "observed_at"))
-    return PreparedWrite(value, None, observed_at, source)
+    return value, observed_at
 
 
 def _prepare_increment(
     metric: MetricRow,
-    fields: dict[str, Any],
-    sent: set[str],
+    fields: Mapping[str, Any],
+    sent: Container[str],
     now: datetime,
     source: str | None,
     loc: Loc,

@@ -18,11 +18,13 @@ from customer_metrics.storage.database import Session
 from customer_metrics.storage.dialect import (
     column_rows,
     column_rows_params,
+    compiled_positional,
     date_text,
     first_per,
     json_array_of,
     json_of,
     renders_json,
+    stored_rows,
     upsert_insert,
     utc_text,
     writes_in_ctes,
@@ -44,6 +46,33 @@ class StoredObservation:
     recorded_at: datetime
     source: str | None
     values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationRows:
+    """Observations to store, one list per column (one entry per row), at most one per
+    (customer, metric, observed_at), all recorded at `recorded_at`. `values` holds the
+    value columns in use: a column it leaves out is NULL in every row."""
+
+    customer_refs: list[int]
+    metric_refs: list[int]
+    observed_at: list[datetime]
+    sources: list[str | None]
+    values: dict[str, list[Any]]
+    recorded_at: datetime
+
+    @classmethod
+    def of(
+        cls, customer_ref: int, metric_ref: int, observation: StoredObservation
+    ) -> ObservationRows:
+        return cls(
+            [customer_ref],
+            [metric_ref],
+            [observation.observed_at],
+            [observation.source],
+            {c: [v] for c, v in observation.values.items() if v is not None},
+            observation.recorded_at,
+        )
 
 
 class CurrentRow(NamedTuple):  # a tuple: made 50 times per agent view, cheaper than a dataclass
@@ -152,23 +181,29 @@ def _record_by_customer_id(check_key: bool, check_metric: bool) -> Any:
 
 _ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
 _ROW_TYPES = {name: _obs.c[name].type for name in _ROW_COLUMNS}
+# What `record_rows` sends once for every row, and what one entry per row.
+_SAME_FOR_ALL = ("organization_id", "recorded_at")
+_CONSTANT_TYPES = {name: _ROW_TYPES[name] for name in _SAME_FOR_ALL}
+_ARRAY_TYPES = {name: t for name, t in _ROW_TYPES.items() if name not in _SAME_FOR_ALL}
 
 
 @lru_cache(maxsize=1)
 def _record_rows() -> Any:
-    """Where the database runs writes inside WITH: `record_many` as one statement over
+    """Where the database runs writes inside WITH: `record_rows` as one statement over
     column arrays. The observations are upserted; each (customer, metric) pair's newest row
     moves its current value forward (DISTINCT ON: one update per current row, taken in key
     order, so concurrent batches cannot deadlock)."""
     insert = upsert_insert("postgresql")
-    rows = column_rows(_ROW_TYPES, "rows", "postgresql")
-    observations = insert(_obs).from_select(_ROW_COLUMNS, select(rows))
+    rows = column_rows(_ARRAY_TYPES, "rows", _CONSTANT_TYPES)
+    observations = insert(_obs).from_select(
+        _ROW_COLUMNS, select(*(rows.c[c] for c in _ROW_COLUMNS))
+    )
     observations = observations.on_conflict_do_update(
         index_elements=list(_obs.primary_key.columns),
         set_={c: observations.excluded[c] for c in _UPDATED},
     )
     newest = (
-        select(rows)
+        select(*(rows.c[c] for c in _ROW_COLUMNS))
         .ext(first_per(rows.c.customer_ref, rows.c.metric_ref))
         .order_by(rows.c.customer_ref, rows.c.metric_ref, rows.c.observed_at.desc())
     )
@@ -283,25 +318,30 @@ _RENDERED_VIEW = _rendered_view()
 _RENDERED_VIEW_CHECKING_KEY = _checking_key(_rendered_view())
 
 
-@lru_cache(maxsize=1)
-def _record_rows_separately() -> tuple[Any, Any]:
-    """`_record_rows` where writes cannot share a statement (SQLite): the observations, then,
-    run with each (customer, metric) pair's newest row, the current values."""
+@lru_cache(maxsize=4)
+def _record_rows_one_by_one(dialect: Any) -> tuple[tuple[str, tuple[str, ...]], str]:
+    """`_record_rows` where writes cannot share a statement (SQLite), as SQL for the driver's
+    executemany: the observation upsert, and the current-value upsert (run with each
+    (customer, metric) pair's newest row). Both take the parameters the first one names."""
     insert = upsert_insert("sqlite")
-    rows = column_rows(_ROW_TYPES, "rows", "sqlite")
-    # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT (a parsing ambiguity).
-    observations = insert(_obs).from_select(_ROW_COLUMNS, select(rows).where(true()))
+    # INSERT … SELECT with the columns named in one order (VALUES would follow each table's
+    # own); SQLite needs a WHERE before ON CONFLICT there (a parsing ambiguity).
+    row: Any = select(*(bindparam(c) for c in _ROW_COLUMNS)).where(true())
+    observations = insert(_obs).from_select(_ROW_COLUMNS, row)
     observations = observations.on_conflict_do_update(
         index_elements=list(_obs.primary_key.columns),
         set_={c: observations.excluded[c] for c in _UPDATED},
     )
-    current = insert(_cur).from_select(_ROW_COLUMNS, select(rows).where(true()))
+    current = insert(_cur).from_select(_ROW_COLUMNS, row)
     current = current.on_conflict_do_update(
         index_elements=list(_cur.primary_key.columns),
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
-    return observations, current
+    first = compiled_positional(observations, dialect)
+    second = compiled_positional(current, dialect)
+    assert first[1] == second[1], "both statements bind the row's columns in one order"
+    return first, second[0]
 
 
 _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
@@ -318,6 +358,17 @@ def _current_row(r: Any) -> CurrentRow:
 
 def _stored(row: Any) -> StoredObservation:
     return StoredObservation(row.observed_at, row.recorded_at, row.source, _values(row))
+
+
+def _newest_per_pair(rows: ObservationRows) -> list[int]:
+    """The index of each (customer, metric) pair's newest row (the later one on a tie)."""
+    newest: dict[tuple[int, int], int] = {}
+    observed = rows.observed_at
+    for i, pair in enumerate(zip(rows.customer_refs, rows.metric_refs, strict=True)):
+        j = newest.get(pair)
+        if j is None or observed[j] <= observed[i]:
+            newest[pair] = i
+    return sorted(newest.values())
 
 
 class ValueRepository:
@@ -343,7 +394,7 @@ class ValueRepository:
     ) -> None:
         """Stores an observation (replacing one at the same observed_at) and moves the current
         value forward when this observation is at least as new."""
-        await self.record_many([(customer_ref, metric_ref, observation)])
+        await self.record_rows(ObservationRows.of(customer_ref, metric_ref, observation))
 
     async def record_for_customer_id(
         self,
@@ -388,40 +439,31 @@ class ValueRepository:
             raise StaleLookup()
         return row.customer_ref is not None
 
-    async def record_many(self, rows: list[tuple[int, int, StoredObservation]]) -> None:
-        """Bulk `record`: rows are (customer_ref, metric_ref, observation), at most one per
-        (customer, metric, observed_at)."""
-        if not rows:
+    async def record_rows(self, rows: ObservationRows) -> None:
+        """Bulk `record`: every row's observation stored, and each (customer, metric) pair's
+        current value moved forward to its newest row when that is at least as new."""
+        count = len(rows.customer_refs)
+        if not count:
             return
-        dialect_name = self._conn.dialect.name
-        params = column_rows_params(_ROW_TYPES, self._columns(rows), dialect_name)
-        if writes_in_ctes(dialect_name):
+        columns: dict[str, list[Any] | None] = {
+            "customer_ref": rows.customer_refs,
+            "metric_ref": rows.metric_refs,
+            "observed_at": rows.observed_at,
+            "source": rows.sources,
+            **rows.values,
+        }
+        constants = {"organization_id": self._org, "recorded_at": rows.recorded_at}
+        if writes_in_ctes(self._conn.dialect.name):
+            params = {**column_rows_params(_ARRAY_TYPES, columns), **constants}
             await self._conn.execute(_record_rows(), params)
             return
-        observations, current = _record_rows_separately()
-        await self._conn.execute(observations, params)
-        newest: dict[tuple[int, int], tuple[int, int, StoredObservation]] = {}
-        for row in rows:
-            pair = (row[0], row[1])
-            if pair not in newest or newest[pair][2].observed_at <= row[2].observed_at:
-                newest[pair] = row
-        latest = self._columns(list(newest.values()))
-        await self._conn.execute(current, column_rows_params(_ROW_TYPES, latest, dialect_name))
-
-    def _columns(self, rows: list[tuple[int, int, StoredObservation]]) -> dict[str, list[Any]]:
-        """The rows as one list per column, for `_record_rows`."""
-        observations = [obs for _, _, obs in rows]
-        columns: dict[str, list[Any]] = {
-            "organization_id": [self._org] * len(rows),
-            "customer_ref": [customer_ref for customer_ref, _, _ in rows],
-            "metric_ref": [metric_ref for _, metric_ref, _ in rows],
-            "observed_at": [obs.observed_at for obs in observations],
-            "recorded_at": [obs.recorded_at for obs in observations],
-            "source": [obs.source for obs in observations],
-        }
-        for column in VALUE_COLUMNS:
-            columns[column] = [obs.values[column] for obs in observations]
-        return columns
+        (observations, names), current = _record_rows_one_by_one(self._conn.dialect)
+        stored = stored_rows(names, _ROW_TYPES, columns, constants, count)
+        await self._conn.exec_driver_sql(observations, stored)
+        newest = _newest_per_pair(rows)
+        if len(newest) < count:
+            stored = [stored[i] for i in newest]
+        await self._conn.exec_driver_sql(current, stored)
 
     async def current_for_update(
         self, customer_ref: int, metric_ref: int

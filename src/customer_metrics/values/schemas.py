@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
 from pydantic.config import JsonDict
+from typing_extensions import TypedDict
 
 from customer_metrics.customers.schemas import CUSTOMER_ID_SCHEMA
 from customer_metrics.text import CleanStr, Documented
@@ -89,6 +90,18 @@ class BatchItem(BaseModel):
     increment: Increment = None
     observed_at: TimestampText | None = None
     source: Source | None = None
+
+
+@with_config(STRICT)
+class BatchItemFields(TypedDict):
+    """BatchItem's rules, validated into a dict of the fields sent (see values/batch.py)."""
+
+    customer_id: str
+    metric: str
+    value: NotRequired[Value]
+    increment: NotRequired[Increment]
+    observed_at: NotRequired[TimestampText | None]
+    source: NotRequired[Source | None]
 
 
 # Items are checked one by one (a bad one is reported, not a 422 for the whole batch), so the
