@@ -313,3 +313,14 @@ def json_array_has(column: Any, value: Any) -> Any:
     """Whether the JSON array in `column` holds the string `value` (PostgreSQL's jsonb `?`).
     Used only by statements that check remembered lookups, which run on PostgreSQL only."""
     return column.op("?")(value)
+
+
+def fold_lock(organization_id: int, dialect_name: str) -> Any:
+    """A statement that takes the organization's series-rollup fold lock for the transaction
+    and says whether it got it (PostgreSQL: an advisory lock, not waited for), so folds of
+    one organization never run side by side. None on SQLite, whose write transactions are
+    exclusive already."""
+    if dialect_name != "postgresql":
+        return None
+    key = organization_id % 2_147_483_647  # collisions only make a fold wait for the next turn
+    return select(func.pg_try_advisory_xact_lock(func.hashtext("cm_rollup_fold"), key))

@@ -22,7 +22,16 @@ from customer_metrics.storage.dialect import (
     upsert_insert,
     writes_in_ctes,
 )
-from customer_metrics.storage.models import CurrentValue, Customer, Metric, Observation, table_of
+from customer_metrics.storage.models import (
+    CurrentValue,
+    Customer,
+    Metric,
+    Observation,
+    Rollup,
+    RollupDirty,
+    RollupRow,
+    table_of,
+)
 from customer_metrics.tenancy import Tenant
 from customer_metrics.values.typed import COLUMN_OF, VALUE_COLUMNS
 
@@ -30,6 +39,8 @@ _obs = table_of(Observation)
 _cur = table_of(CurrentValue)
 _metrics = table_of(Metric)
 _customers = table_of(Customer)
+_dirty = table_of(RollupDirty)
+ROLLUP_TABLES = (table_of(Rollup), table_of(RollupRow), _dirty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,22 @@ def _values(row: Any) -> dict[str, Any]:
 
 
 _UPDATED = ("recorded_at", "source", *VALUE_COLUMNS)
+_MARKED = ("organization_id", "metric_ref", "customer_ref", "since")
+
+
+def mark_changed(source: Any, dialect_name: str) -> Any:
+    """Marks customers' observations of a metric as changed from `since` on, for the series
+    rollup's next fold: `source` selects (organization_id, metric_ref, customer_ref, since),
+    at most one row per customer and metric. Only that customer's and metric's row is
+    written (an earlier `since` is kept), so writers of different customers never wait for
+    each other here."""
+    insert = upsert_insert(dialect_name)
+    stmt = insert(_dirty).from_select(_MARKED, source)
+    return stmt.on_conflict_do_update(
+        index_elements=list(_dirty.primary_key.columns),
+        set_={"since": stmt.excluded.since},
+        where=_dirty.c.since > stmt.excluded.since,
+    )
 
 
 @lru_cache(maxsize=4)
@@ -132,9 +159,11 @@ def _record_by_customer_id(check_key: bool, check_metric: bool) -> Any:
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
+    changed = select(org, fields[0], customer.c.id, fields[1]).where(fresh)
+    marked = mark_changed(changed, "postgresql")
     answer = select(select(customer.c.id).scalar_subquery().label("customer_ref"))
     answer = answer.add_columns(fresh.label("fresh"))
-    return answer.add_cte(observations.cte("observed"), current.cte("moved"))
+    return answer.add_cte(observations.cte("observed"), current.cte("moved"), marked.cte("marked"))
 
 
 _ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
@@ -168,8 +197,18 @@ def _record_rows() -> Any:
     # The observations are the main statement and the current values a WITH part that
     # nothing reads, which PostgreSQL runs after the main statement: the current-value rows,
     # which concurrent batches for the same customers contend on, stay locked only from then
-    # to the commit, not through the whole batch's inserts.
-    return observations.add_cte(current.cte("moved"))
+    # to the commit, not through the whole batch's inserts. The rollup marks come last, in
+    # key order too.
+    return observations.add_cte(current.cte("moved"), _marks(rows, "postgresql").cte("marked"))
+
+
+def _marks(rows: Any, dialect_name: str) -> Any:
+    """`mark_changed` for each (customer, metric) pair of `rows`, from its earliest row."""
+    pair = (rows.c.organization_id, rows.c.metric_ref, rows.c.customer_ref)
+    source = (
+        select(*pair, func.min(rows.c.observed_at)).where(true()).group_by(*pair).order_by(*pair)
+    )
+    return mark_changed(source, dialect_name)
 
 
 def _current_view() -> Any:
@@ -218,7 +257,7 @@ _CURRENT_VIEW_CHECKING_KEY = _current_view().where(
 
 
 @lru_cache(maxsize=1)
-def _record_rows_separately() -> tuple[Any, Any]:
+def _record_rows_separately() -> tuple[Any, Any, Any]:
     """`_record_rows` where writes cannot share a statement (SQLite): the observations, then,
     run with each (customer, metric) pair's newest row, the current values."""
     insert = upsert_insert("sqlite")
@@ -235,7 +274,7 @@ def _record_rows_separately() -> tuple[Any, Any]:
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
-    return observations, current
+    return observations, current, _marks(rows, "sqlite")
 
 
 _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
@@ -332,8 +371,9 @@ class ValueRepository:
         if writes_in_ctes(dialect_name):
             await self._conn.execute(_record_rows(), params)
             return
-        observations, current = _record_rows_separately()
+        observations, current, marks = _record_rows_separately()
         await self._conn.execute(observations, params)
+        await self._conn.execute(marks, params)
         newest: dict[tuple[int, int], tuple[int, int, StoredObservation]] = {}
         for row in rows:
             pair = (row[0], row[1])
@@ -468,12 +508,20 @@ class ValueRepository:
     async def delete_range(
         self, customer_ref: int, metric_ref: int, start: datetime | None, end: datetime | None
     ) -> int:
-        stmt = delete(_obs).where(self._pair(_obs, customer_ref, metric_ref))
+        conditions = [self._pair(_obs, customer_ref, metric_ref)]
         if start is not None:
-            stmt = stmt.where(_obs.c.observed_at >= start)
+            conditions.append(_obs.c.observed_at >= start)
         if end is not None:
-            stmt = stmt.where(_obs.c.observed_at < end)
-        deleted = (await self._conn.execute(stmt)).rowcount
+            conditions.append(_obs.c.observed_at < end)
+        earliest = select(
+            _obs.c.organization_id,
+            _obs.c.metric_ref,
+            _obs.c.customer_ref,
+            func.min(_obs.c.observed_at).label("since"),
+        ).where(*conditions)
+        earliest = earliest.group_by(_obs.c.organization_id, _obs.c.metric_ref, _obs.c.customer_ref)
+        await self._conn.execute(mark_changed(earliest, self._conn.dialect.name))
+        deleted = (await self._conn.execute(delete(_obs).where(*conditions))).rowcount
         if deleted:
             await self._refresh_current(customer_ref, metric_ref)
         return deleted
@@ -522,7 +570,7 @@ class ValueRepository:
         return sorted(r[0] for r in await self._conn.execute(stmt))
 
     async def delete_metric_values(self, metric_ref: int) -> None:
-        for table in (_cur, _obs):
+        for table in (_cur, _obs, *ROLLUP_TABLES):
             await self._conn.execute(
                 delete(table).where(
                     table.c.organization_id == self._org, table.c.metric_ref == metric_ref
