@@ -68,6 +68,19 @@ _TOTAL_TYPES = {
     "snap_sum": _totals.c.snap_sum.type,
 }
 Pair = tuple[int, int]  # (metric_ref, customer_ref)
+# Customers folded per transaction: short transactions, and a bounded read per fold.
+FOLD_BATCH = 2000
+
+
+async def organizations_with_marks_unscoped(session: Session) -> list[int]:
+    """Every organization with customers to fold (crossing tenants: on PostgreSQL through the
+    owner's function, as row-level security hides other organizations' marks)."""
+    conn = session.connection
+    if dialect.crosses_tenants_through_functions(conn.dialect.name):
+        stmt: Any = select(func.cm_rollup_marked_organizations().table_valued("id").c.id)
+    else:
+        stmt = select(_dirty.c.organization_id).distinct()
+    return [int(r[0]) for r in await conn.execute(stmt)]
 
 
 class RollupRepository:
@@ -180,7 +193,7 @@ class RollupRepository:
 
     # -- folding ---------------------------------------------------------------------------
 
-    async def fold(self, limit: int = 2000) -> int:
+    async def fold(self, limit: int = FOLD_BATCH) -> int:
         """Moves up to `limit` marked customers' changes into the totals, in one transaction;
         the number folded (0 when another fold of this organization is under way)."""
         await self._session.begin_transaction()

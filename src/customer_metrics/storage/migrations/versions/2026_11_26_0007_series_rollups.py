@@ -32,6 +32,7 @@ TABLES = ("metric_rollups", "metric_rollup_rows", "metric_rollup_dirty")
 POLICY = "tenant_isolation"
 TENANT = "NULLIF(current_setting('cm.organization_id', true), '')::bigint"
 KEY = ("organization_id", "metric_ref")
+MARKED = "cm_rollup_marked_organizations"
 
 _PERIOD = "to_timestamp(floor(extract(epoch FROM observed_at) / 900) * 900)"
 _ROWS = """
@@ -109,6 +110,15 @@ def upgrade() -> None:
             f"CREATE POLICY {POLICY} ON {table} "
             f"USING (organization_id = {TENANT}) WITH CHECK (organization_id = {TENANT})"
         )
+    # The background fold finds the organizations with marked customers through the owner
+    # (row-level security hides other organizations' marks); it returns ids, nothing more.
+    op.execute(f"""
+        CREATE FUNCTION {MARKED}() RETURNS SETOF bigint
+        LANGUAGE sql STABLE SECURITY DEFINER
+        SET search_path = {_schema()}, pg_temp
+        AS $$ SELECT DISTINCT organization_id FROM metric_rollup_dirty $$
+    """)  # noqa: S608 (the module's constant and the quoted schema)
+    op.execute(f"REVOKE ALL ON FUNCTION {MARKED}() FROM PUBLIC")
     op.execute(_ROWS)
     op.execute(_TOTALS)
     op.execute("ANALYZE metric_rollup_rows")
@@ -116,5 +126,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP FUNCTION {MARKED}()")
     for table in reversed(TABLES):
         op.drop_table(table)
+
+
+def _schema() -> str:
+    """The schema the tables were created in, quoted."""
+    bind = op.get_bind()
+    name = bind.exec_driver_sql("SELECT current_schema()").scalar_one()
+    return str(bind.dialect.identifier_preparer.quote_schema(name))
