@@ -77,7 +77,7 @@ async def organizations_with_marks_unscoped(session: Session) -> list[int]:
     owner's function, as row-level security hides other organizations' marks)."""
     conn = session.connection
     if dialect.crosses_tenants_through_functions(conn.dialect.name):
-        stmt: Any = select(func.cm_rollup_marked_organizations().table_valued("id").c.id)
+        stmt: Any = select(func.cm_rollup_marked_organizations())
     else:
         stmt = select(_dirty.c.organization_id).distinct()
     return [int(r[0]) for r in await conn.execute(stmt)]
