@@ -200,24 +200,16 @@ class RollupRepository:
         lock = dialect.fold_lock(self._org, self._dialect)  # SQLite: writers take turns anyway
         if lock is not None and not (await self._conn.execute(lock)).scalar():
             return 0
+        # Read, not taken: writers of the marked customers go on meanwhile. The rows read
+        # next are at least as new as every write whose mark was read (a write marks in its
+        # own transaction); a write after that bumps its mark, which then stays.
         chosen = (
-            select(_dirty.c.metric_ref, _dirty.c.customer_ref)
+            select(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.since, _dirty.c.version)
             .where(_dirty.c.organization_id == self._org)
             .order_by(_dirty.c.metric_ref, _dirty.c.customer_ref)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
-        taken = (
-            delete(_dirty)
-            .where(
-                _dirty.c.organization_id == self._org,
-                tuple_(_dirty.c.metric_ref, _dirty.c.customer_ref).in_(chosen),
-            )
-            .returning(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.since)
-        )
-        # Taken first, in a statement of its own: the rows read next are then at least as new
-        # as every write whose mark was taken (a write marks in its own transaction).
-        marks = list((await self._conn.execute(taken)).all())
+        marks = list((await self._conn.execute(chosen)).all())
         if not marks:
             return 0
         columns = {
@@ -231,7 +223,13 @@ class RollupRepository:
         found: dict[Pair, list[Any]] = defaultdict(list)
         for row in await self._conn.execute(stmt, params):
             found[(int(row[1]), int(row[2]))].append(row)
-        await self._apply(marks, found)
+        await self._apply([m[:3] for m in marks], found)
+        # Last, so the marks (and a writer marking one again) are held only until the commit.
+        key = tuple_(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.version)
+        for chunk in dialect.chunks([(m[0], m[1], m[3]) for m in marks], 500):
+            await self._conn.execute(
+                delete(_dirty).where(_dirty.c.organization_id == self._org, key.in_(chunk))
+            )
         return len(marks)
 
     async def _apply(self, marks: list[Any], found: dict[Pair, list[Any]]) -> None:

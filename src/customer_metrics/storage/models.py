@@ -315,6 +315,9 @@ class RollupDirty(Base):
     metric_ref: Mapped[int] = mapped_column(BigInteger)
     customer_ref: Mapped[int] = mapped_column(BigInteger)
     since: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Bumped by every mark: a fold removes the mark only if no write marked it again since
+    # the fold read it, so it never holds marks (and their writers) while it works.
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     __table_args__ = (
         PrimaryKeyConstraint("organization_id", "metric_ref", "customer_ref"),

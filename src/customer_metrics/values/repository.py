@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, and_, bindparam, delete, func, select, true
+from sqlalchemy import String, and_, bindparam, case, delete, func, select, true
 from sqlalchemy.sql import ColumnElement
 
 from customer_metrics.api_keys.repository import key_still_active
@@ -80,14 +80,16 @@ def mark_changed(source: Any, dialect_name: str) -> Any:
     """Marks customers' observations of a metric as changed from `since` on, for the series
     rollup's next fold: `source` selects (organization_id, metric_ref, customer_ref, since),
     at most one row per customer and metric. Only that customer's and metric's row is
-    written (an earlier `since` is kept), so writers of different customers never wait for
-    each other here."""
+    written (the earlier `since` kept, its version bumped), so writers of different
+    customers never wait for each other here."""
     insert = upsert_insert(dialect_name)
-    stmt = insert(_dirty).from_select(_MARKED, source)
+    stmt = insert(_dirty).from_select(_MARKED, source)  # version: the column default, 0
+    earlier = case(
+        (stmt.excluded.since < _dirty.c.since, stmt.excluded.since), else_=_dirty.c.since
+    )
     return stmt.on_conflict_do_update(
         index_elements=list(_dirty.primary_key.columns),
-        set_={"since": stmt.excluded.since},
-        where=_dirty.c.since > stmt.excluded.since,
+        set_={"since": earlier, "version": _dirty.c.version + 1},
     )
 
 

@@ -57,8 +57,8 @@ FROM (
 GROUP BY organization_id, metric_ref, {_PERIOD}
 """  # noqa: S608 (the one interpolation is this module's constant)
 _MARK_ALL = """
-INSERT INTO metric_rollup_dirty (organization_id, metric_ref, customer_ref, since)
-SELECT organization_id, metric_ref, customer_ref, min(observed_at)
+INSERT INTO metric_rollup_dirty (organization_id, metric_ref, customer_ref, since, version)
+SELECT organization_id, metric_ref, customer_ref, min(observed_at), 0
 FROM metric_values
 GROUP BY organization_id, metric_ref, customer_ref
 """
@@ -88,7 +88,11 @@ def upgrade() -> None:
     )
     for table, last in (("metric_rollup_rows", "observed_at"), ("metric_rollup_dirty", "since")):
         value: list[sa.Column[Any]] = (
-            [sa.Column("value", ExactDecimal(), nullable=True)] if last == "observed_at" else []
+            [sa.Column("value", ExactDecimal(), nullable=True)]
+            if last == "observed_at"
+            else [
+                sa.Column("version", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
+            ]
         )
         key = [*KEY, "customer_ref"] + (["observed_at"] if last == "observed_at" else [])
         op.create_table(
