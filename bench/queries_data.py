@@ -11,6 +11,7 @@ otherwise."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import random
 import time
@@ -19,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -297,12 +299,30 @@ def _copy_range_in_process(url: str, org: int, first: int, last: int) -> tuple[i
     return asyncio.run(_copy_range(url, org, first, last))
 
 
+def _rollup_statements() -> tuple[str, str]:
+    """The series rollup's fill from the observations, as migration 0007 runs it."""
+    versions = Path(__file__).parents[1] / "src/customer_metrics/storage/migrations/versions"
+    path = versions / "2026_11_26_0007_series_rollups.py"
+    spec = importlib.util.spec_from_file_location("series_rollups", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._ROWS, module._TOTALS
+
+
 async def _finish(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
+        # The rows were copied past the service: its series rollup (migrated while the tables
+        # were empty) is filled from them as the migration fills it for existing data.
+        await conn.execute("TRUNCATE metric_rollup_rows, metric_rollups, metric_rollup_dirty")
+        for statement in _rollup_statements():
+            await conn.execute(statement)
         # VACUUM sets the visibility map as autovacuum would on a table at rest, so
         # index-only scans are index-only; ANALYZE gives the planner its statistics.
-        for table in ("metric_values", "metric_current_values", "customers"):
+        tables = ("metric_values", "metric_current_values", "customers", "metric_rollups")
+        for table in (*tables, "metric_rollup_rows"):
             await conn.execute(f"VACUUM (ANALYZE) {table}")
         await conn.execute("ANALYZE")
         return int(await conn.fetchval("SELECT pg_database_size(current_database())"))

@@ -105,7 +105,14 @@ def drop_app_role(app_url: str) -> None:
 
 
 def make_settings(tmp: Path, database_url: str = "") -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp, secret_key="test-secret-" + tmp.name)
+    # No background fold of the series rollup: tests fold when they mean to (fold_once), so
+    # what a test sees never hangs on the timing of one.
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp,
+        secret_key="test-secret-" + tmp.name,
+        rollup_fold_interval_seconds=86400,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,6 +29,7 @@ from customer_metrics.idempotency.purge import purge_forever
 from customer_metrics.limits import Limits
 from customer_metrics.metrics.router import router as metrics_router
 from customer_metrics.metrics.service import KnownMetrics
+from customer_metrics.queries.fold import fold_forever
 from customer_metrics.queries.router import router as queries_router
 from customer_metrics.settings import Settings, get_settings
 from customer_metrics.storage.database import Database
@@ -62,9 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         purger = asyncio.create_task(
             purge_forever(database, settings.idempotency_purge_interval_seconds)
         )
+        folder = asyncio.create_task(fold_forever(database, settings.rollup_fold_interval_seconds))
         try:
             yield
         finally:
+            folder.cancel()
             purger.cancel()
             await database.dispose()
 

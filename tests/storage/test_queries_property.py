@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from customer_metrics.queries.fold import fold_once
 from tests.builders import create_metric, create_org
 from tests.conftest import api_client
 
@@ -337,3 +338,143 @@ async def test_series_aggregates_agree_with_the_model(app, rows, tz):
         assert answers["snapshot_count"][day]["count"] == len(alive)
         assert answers["snapshot_count"][day]["value"] == len(alive)
         assert answers["snapshot_sum"][day]["value"] == (sum(alive) if alive else None)
+
+
+# Operations on one NUMBER metric, every way observations change: batch and single writes
+# (a write at an existing observed_at replaces it), range deletes, customer erasure, and
+# folds of the series rollup between them, so answers mix folded and unfolded changes.
+ROLLUP_START = datetime(2024, 3, 8)  # local midnight; New York's DST starts on 2024-03-10
+moments = st.builds(
+    lambda day, hour, minute: (
+        datetime(2024, 3, 6, tzinfo=UTC) + timedelta(days=day, hours=hour, minutes=minute)
+    ),
+    st.integers(0, 8),
+    st.integers(0, 23),
+    st.sampled_from([0, 7, 30, 59]),
+)
+amounts = st.sampled_from(["0.5", "-3", "12345678901234567890123456789012345678", "7.25"]) | (
+    st.integers(-20, 20).map(str)
+)
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("batch"),
+            st.lists(st.tuples(st.sampled_from(CUSTOMERS[:3]), moments, amounts), max_size=4),
+        ),
+        st.tuples(st.just("single"), st.sampled_from(CUSTOMERS[:3]), moments, amounts),
+        st.tuples(st.just("delete"), st.sampled_from(CUSTOMERS[:3]), moments, moments),
+        st.tuples(st.just("erase"), st.sampled_from(CUSTOMERS[:3])),
+        st.tuples(st.just("fold")),
+    ),
+    max_size=10,
+)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _apply(client, app, org, stored, operation) -> None:
+    """Runs one operation through the API and on the model (`stored`: customer → {observed_at:
+    value})."""
+    kind = operation[0]
+    if kind == "fold":
+        await fold_once(app.state.database)  # what the server runs in the background
+    elif kind == "erase":
+        response = await client.delete(f"/customers/{operation[1]}")
+        assert response.status_code in (204, 404), response.text
+        stored.pop(operation[1], None)
+    elif kind == "delete":
+        customer, start, end = operation[1], *sorted(operation[2:])
+        response = await client.delete(
+            f"/customers/{customer}/metrics/arr/values",
+            params={"from": _stamp(start), "to": _stamp(end)},
+        )
+        assert response.status_code in (200, 404), response.text
+        mine = stored.get(customer, {})
+        for moment in [t for t in mine if start <= t < end]:
+            del mine[moment]
+    else:
+        writes = operation[1] if kind == "batch" else [operation[1:]]
+        for customer, _, _ in writes:
+            await client.put(f"/customers/{customer}", json={})
+        if kind == "batch":
+            latest = {(c, t): v for c, t, v in writes}  # one item per customer and moment
+            items = [
+                {"customer_id": c, "metric": "arr", "value": v, "observed_at": _stamp(t)}
+                for (c, t), v in latest.items()
+            ]
+            response = await client.post("/customers/metrics/values", json={"values": items})
+            assert response.status_code == 200, response.text
+            assert response.json()["rejected"] == 0, response.text
+        else:
+            customer, moment, value = writes[0]
+            response = await client.post(
+                f"/customers/{customer}/metrics/arr/values",
+                json={"value": value, "observed_at": _stamp(moment)},
+            )
+            assert response.status_code == 201, response.text
+        for customer, moment, value in writes:
+            stored.setdefault(customer, {})[moment] = Decimal(value)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    ops=operations,
+    tz=st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu"]),
+    interval=st.sampled_from(["day", "hour"]),
+)
+async def test_rollup_series_agree_with_the_model_through_every_change(app, ops, tz, interval):
+    """Series over every customer, read from the rollup (every bound here is on a 15-minute
+    period), agree with the model after any mix of writes, replacements, range deletes,
+    erasures and folds, and again once everything is folded."""
+    org = await create_org(app)
+    tzinfo = ZoneInfo(tz)
+    start = ROLLUP_START.replace(tzinfo=tzinfo)
+    end = start + (timedelta(days=4) if interval == "day" else timedelta(hours=30))
+    stored: dict[str, dict[datetime, Decimal]] = {}
+    async with api_client(app, org.api_key) as client:
+        await create_metric(client, name="arr", key="arr", data_type="NUMBER")
+        for operation in ops:
+            await _apply(client, app, org, stored, operation)
+        for _ in range(2):  # as it stands, then with everything folded
+            params = {
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "tz": tz,
+                "interval": interval,
+            }
+            answers = {}
+            for agg in ("sum", "count", "avg", "snapshot_sum", "snapshot_count", "snapshot_avg"):
+                response = await client.get(
+                    "/customers/metrics/arr/series", params={**params, "agg": agg}
+                )
+                assert response.status_code == 200, response.text
+                answers[agg] = response.json(parse_float=Decimal)["data"]
+            _check_against_model(answers, stored)
+            await fold_once(app.state.database)
+
+
+def _check_against_model(answers, stored) -> None:
+    with localcontext() as context:
+        context.prec = 120
+        for index, point in enumerate(answers["sum"]):
+            begin = datetime.fromisoformat(point["start"].replace("Z", "+00:00"))
+            finish = datetime.fromisoformat(point["end"].replace("Z", "+00:00"))
+            inside = [v for mine in stored.values() for t, v in mine.items() if begin <= t < finish]
+            assert answers["count"][index]["value"] == len(inside)
+            assert point["count"] == len(inside)
+            assert (Decimal(point["value"]) if inside else None) == (
+                sum(inside) if inside else None
+            )
+            alive = [
+                mine[max(t for t in mine if t < finish)]
+                for mine in stored.values()
+                if any(t < finish for t in mine)
+            ]
+            snap = answers["snapshot_sum"][index]
+            assert snap["count"] == len(alive) == answers["snapshot_count"][index]["value"]
+            assert (Decimal(snap["value"]) if alive else None) == (sum(alive) if alive else None)
+            if alive:
+                mean = (sum(alive) / len(alive)).quantize(Decimal("1e-12"))
+                assert Decimal(answers["snapshot_avg"][index]["value"]) == mean

@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from customer_metrics.api.deps import enter_tenant
 from customer_metrics.main import create_app
+from customer_metrics.queries.fold import fold_once
 from customer_metrics.storage.database import Session, open_session
 from customer_metrics.storage.models import TENANT_TABLES, Base, Customer, table_of
 from customer_metrics.tenancy import Tenant
@@ -41,8 +42,8 @@ def app_role(backend: Backend) -> Backend:
 
 
 async def _fill(app: Any, name: str) -> Org:
-    """An organization with rows in every tenant table: counters, metrics, customers, values,
-    current values, idempotency keys."""
+    """An organization with rows in every tenant table but the series rollup's: counters,
+    metrics, customers, values, current values, idempotency keys."""
     org = await create_org(app, name)
     async with api_client(app, org.api_key) as client:
         await create_metric(client, name="Seats", data_type="INTEGER")
@@ -57,6 +58,11 @@ async def _fill(app: Any, name: str) -> Org:
 @pytest.fixture
 async def two_orgs(app: Any, app_role: Backend) -> tuple[Org, Org]:
     first, second = await _fill(app, "First"), await _fill(app, "Second")
+    # The series rollup: folded totals and rows, then a write marked and not folded yet.
+    await fold_once(app.state.database)
+    for org in (first, second):
+        async with api_client(app, org.api_key) as client:
+            await write_value(client, "acme", "seats", value=4)
     # The owner sees both in every table: a table empty for the other organization could not
     # show a leak.
     owner = await asyncpg.connect(app_role.owner_url)

@@ -14,6 +14,7 @@ from customer_metrics.storage.database import Session
 from customer_metrics.storage.dialect import in_list, in_list_param, like_escape, upsert_insert
 from customer_metrics.storage.models import CurrentValue, Customer, Observation, table_of
 from customer_metrics.tenancy import Tenant
+from customer_metrics.values.repository import mark_changed
 
 _t = table_of(Customer)
 _observations = table_of(Observation)
@@ -116,6 +117,14 @@ class CustomerRepository:
         return _row((await self._conn.execute(stmt)).one())
 
     async def delete_with_values(self, id: int) -> None:
+        # The series rollup takes the erased observations out at its next fold.
+        pairs = (_observations.c.organization_id, _observations.c.metric_ref)
+        earliest = (
+            select(*pairs, _observations.c.customer_ref, func.min(_observations.c.observed_at))
+            .where(_observations.c.organization_id == self._org, _observations.c.customer_ref == id)
+            .group_by(*pairs, _observations.c.customer_ref)
+        )
+        await self._conn.execute(mark_changed(earliest, self._conn.dialect.name))
         for table in (_current, _observations):
             await self._conn.execute(
                 delete(table).where(

@@ -20,6 +20,7 @@ from customer_metrics.metrics.refs import format_metric_id
 from customer_metrics.metrics.repository import MetricRepository
 from customer_metrics.metrics.service import MetricService
 from customer_metrics.queries.repository import SearchRepository
+from customer_metrics.queries.rollup_repository import RollupRepository
 from customer_metrics.queries.schemas import SearchRequest, SearchResult, SeriesOut, SummaryOut
 from customer_metrics.queries.series import SeriesService
 from customer_metrics.queries.series_repository import SeriesRepository
@@ -158,7 +159,7 @@ async def metric_series(
 
 
 async def series_service(session: DbSession, tenant: CurrentTenant) -> SeriesService:
-    return SeriesService(SeriesRepository(session, tenant))
+    return SeriesService(SeriesRepository(session, tenant), RollupRepository(session, tenant))
 
 
 async def customer_lookup(

@@ -10,6 +10,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Date,
     DateTime,
@@ -147,6 +148,38 @@ def column_rows(columns: dict[str, Any], name: str, constants: dict[str, Any]) -
     ]
     same = [bindparam(column, type_=type_).label(column) for column, type_ in constants.items()]
     return select(*same, *fields).cte(name)
+
+
+ROWS_PARAM = "rows_json"
+
+
+def portable_rows(columns: dict[str, Any], name: str, dialect_name: str) -> Any:
+    """Many rows as a FROM item (a CTE named `name`) on either database, for statements that
+    run on both (the series rollup's fold). PostgreSQL: one array parameter per column
+    (`unnest`). SQLite: one JSON text of row arrays (`json_each`), parsed by SQLite. Bind
+    the rows with `portable_rows_params`."""
+    if dialect_name == "sqlite":
+        each = func.json_each(bindparam(ROWS_PARAM)).table_valued("value")
+        fields = [
+            func.json_extract(each.c.value, f"$[{i}]").label(column)
+            for i, column in enumerate(columns)
+        ]
+        return select(*fields).cte(name)
+    params = [
+        bindparam(column, type_=NativeArray(_plain(type_))) for column, type_ in columns.items()
+    ]
+    rows = func.unnest(*params).table_valued(*columns).render_derived(name=f"{name}_arrays")
+    return select(*rows.c).cte(name)
+
+
+def portable_rows_params(
+    columns: dict[str, Any], values: dict[str, list[Any]], dialect_name: str
+) -> dict[str, Any]:
+    """The parameters of a `portable_rows` statement, from one list of values per column."""
+    if dialect_name != "sqlite":
+        return dict(values)
+    stored = [_sqlite_stored(columns[column], values[column]) for column in columns]
+    return {ROWS_PARAM: orjson.dumps(list(zip(*stored, strict=True))).decode()}
 
 
 def column_rows_params(
@@ -434,3 +467,14 @@ def json_array_of(fields: list[tuple[str, Any]], order_by: Any) -> Any:
         obj = obj.concat(part)
     rows = func.string_agg(obj, aggregate_order_by(literal_column("','"), order_by))
     return literal_column("'['").concat(rows).concat(literal_column("']'"))
+
+
+def fold_lock(organization_id: int, dialect_name: str) -> Any:
+    """A statement that takes the organization's series-rollup fold lock for the transaction
+    and says whether it got it (PostgreSQL: an advisory lock, not waited for), so folds of
+    one organization never run side by side. None on SQLite, whose write transactions are
+    exclusive already."""
+    if dialect_name != "postgresql":
+        return None
+    key = organization_id % 2_147_483_647  # collisions only make a fold wait for the next turn
+    return select(func.pg_try_advisory_xact_lock(func.hashtext("cm_rollup_fold"), key))

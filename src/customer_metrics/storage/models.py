@@ -58,6 +58,9 @@ TENANT_TABLES = (
     "metric_values",
     "metric_current_values",
     "idempotency_keys",
+    "metric_rollups",
+    "metric_rollup_rows",
+    "metric_rollup_dirty",
 )
 
 
@@ -248,6 +251,77 @@ class CurrentValue(_ObservationColumns, Base):
             postgresql_include=["value_number", "value_integer"],
         ),
         *_by_value(),
+    )
+
+
+def _metric_owner() -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["organization_id", "metric_ref"],
+        ["metrics.organization_id", "metrics.id"],
+        ondelete="CASCADE",
+    )
+
+
+class Rollup(Base):
+    """Per metric and 15-minute period (UTC): totals of the observations (`obs_*`) and of
+    each customer's change of value (`snap_*`: first values count 1, changes add the
+    difference from the previous value), as of the rows in `metric_rollup_rows`. Written only
+    by the fold (queries/rollup_repository.py), never by a value write."""
+
+    __tablename__ = "metric_rollups"
+
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    metric_ref: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    obs_count: Mapped[int] = mapped_column(BigInteger)
+    obs_sum: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    snap_count: Mapped[int] = mapped_column(BigInteger)
+    snap_sum: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "metric_ref", "period_start"),
+        _metric_owner(),
+    )
+
+
+class RollupRow(Base):
+    """The observations as `metric_rollups` counts them: for a customer and metric not in
+    `metric_rollup_dirty`, exactly its rows in `metric_values`. No foreign key to customers:
+    an erased customer's rows stay until the fold takes them out of the totals."""
+
+    __tablename__ = "metric_rollup_rows"
+
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    metric_ref: Mapped[int] = mapped_column(BigInteger)
+    customer_ref: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # NUMBER and INTEGER values (exact); NULL for the other types, whose totals only count.
+    value: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "metric_ref", "customer_ref", "observed_at"),
+        _metric_owner(),
+    )
+
+
+class RollupDirty(Base):
+    """Customers whose observations of a metric changed at or after `since` and are not
+    folded into the rollup yet: one row per customer and metric, written by every change of
+    observations in the same transaction (no row shared by different customers)."""
+
+    __tablename__ = "metric_rollup_dirty"
+
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    metric_ref: Mapped[int] = mapped_column(BigInteger)
+    customer_ref: Mapped[int] = mapped_column(BigInteger)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Bumped by every mark: a fold removes the mark only if no write marked it again since
+    # the fold read it, so it never holds marks (and their writers) while it works.
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+    __table_args__ = (
+        PrimaryKeyConstraint("organization_id", "metric_ref", "customer_ref"),
+        _metric_owner(),
     )
 
 

@@ -8,7 +8,18 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, and_, bindparam, case, delete, func, literal, select, true
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.sql import ColumnElement
 
 from customer_metrics.api_keys.repository import key_still_active
@@ -30,7 +41,16 @@ from customer_metrics.storage.dialect import (
     writes_in_ctes,
     zero_padded,
 )
-from customer_metrics.storage.models import CurrentValue, Customer, Metric, Observation, table_of
+from customer_metrics.storage.models import (
+    CurrentValue,
+    Customer,
+    Metric,
+    Observation,
+    Rollup,
+    RollupDirty,
+    RollupRow,
+    table_of,
+)
 from customer_metrics.tenancy import Tenant
 from customer_metrics.values.typed import COLUMN_OF, VALUE_COLUMNS
 
@@ -38,6 +58,8 @@ _obs = table_of(Observation)
 _cur = table_of(CurrentValue)
 _metrics = table_of(Metric)
 _customers = table_of(Customer)
+_dirty = table_of(RollupDirty)
+ROLLUP_TABLES = (table_of(Rollup), table_of(RollupRow), _dirty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +126,27 @@ def _values(row: Any) -> dict[str, Any]:
 
 
 _UPDATED = ("recorded_at", "source", *VALUE_COLUMNS)
+_MARKED = ("organization_id", "metric_ref", "customer_ref", "since")
+_MARK_TYPES = {c: _dirty.c[c].type for c in _MARKED}
+
+
+def mark_changed(source: Any, dialect_name: str) -> Any:
+    """Marks customers' observations of a metric as changed from `since` on, for the series
+    rollup's next fold: `source` selects (organization_id, metric_ref, customer_ref, since),
+    at most one row per customer and metric. Only that customer's and metric's row is
+    written (the earlier `since` kept, its version bumped), so writers of different
+    customers never wait for each other here."""
+    insert = upsert_insert(dialect_name)
+    stmt = insert(_dirty).from_select(_MARKED, source)  # version: the column default, 0
+    earlier = case(
+        (stmt.excluded.since < _dirty.c.since, stmt.excluded.since), else_=_dirty.c.since
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=list(_dirty.primary_key.columns),
+        # A literal 1, not a parameter: SQLite runs this through executemany, whose rows name
+        # only the marked columns.
+        set_={"since": earlier, "version": _dirty.c.version + literal_column("1")},
+    )
 
 
 @lru_cache(maxsize=4)
@@ -174,9 +217,11 @@ def _record_by_customer_id(check_key: bool, check_metric: bool) -> Any:
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
+    changed = select(org, fields[0], customer.c.id, fields[1]).where(fresh)
+    marked = mark_changed(changed, "postgresql")
     answer = select(select(customer.c.id).scalar_subquery().label("customer_ref"))
     answer = answer.add_columns(fresh.label("fresh"))
-    return answer.add_cte(observations.cte("observed"), current.cte("moved"))
+    return answer.add_cte(observations.cte("observed"), current.cte("moved"), marked.cte("marked"))
 
 
 _ROW_COLUMNS = ("organization_id", "customer_ref", *_WRITTEN)
@@ -216,8 +261,18 @@ def _record_rows() -> Any:
     # The observations are the main statement and the current values a WITH part that
     # nothing reads, which PostgreSQL runs after the main statement: the current-value rows,
     # which concurrent batches for the same customers contend on, stay locked only from then
-    # to the commit, not through the whole batch's inserts.
-    return observations.add_cte(current.cte("moved"))
+    # to the commit, not through the whole batch's inserts. The rollup marks come last, in
+    # key order too.
+    return observations.add_cte(current.cte("moved"), _marks(rows, "postgresql").cte("marked"))
+
+
+def _marks(rows: Any, dialect_name: str) -> Any:
+    """`mark_changed` for each (customer, metric) pair of `rows`, from its earliest row."""
+    pair = (rows.c.organization_id, rows.c.metric_ref, rows.c.customer_ref)
+    source = (
+        select(*pair, func.min(rows.c.observed_at)).where(true()).group_by(*pair).order_by(*pair)
+    )
+    return mark_changed(source, dialect_name)
 
 
 def _current_view() -> Any:
@@ -319,10 +374,13 @@ _RENDERED_VIEW_CHECKING_KEY = _checking_key(_rendered_view())
 
 
 @lru_cache(maxsize=4)
-def _record_rows_one_by_one(dialect: Any) -> tuple[tuple[str, tuple[str, ...]], str]:
+def _record_rows_one_by_one(
+    dialect: Any,
+) -> tuple[tuple[str, tuple[str, ...]], str, tuple[str, tuple[str, ...]]]:
     """`_record_rows` where writes cannot share a statement (SQLite), as SQL for the driver's
     executemany: the observation upsert, and the current-value upsert (run with each
-    (customer, metric) pair's newest row). Both take the parameters the first one names."""
+    (customer, metric) pair's newest row). Both take the parameters the first one names.
+    Then the rollup marks (run with each pair's earliest row), with the names they take."""
     insert = upsert_insert("sqlite")
     # INSERT … SELECT with the columns named in one order (VALUES would follow each table's
     # own); SQLite needs a WHERE before ON CONFLICT there (a parsing ambiguity).
@@ -341,7 +399,9 @@ def _record_rows_one_by_one(dialect: Any) -> tuple[tuple[str, tuple[str, ...]], 
     first = compiled_positional(observations, dialect)
     second = compiled_positional(current, dialect)
     assert first[1] == second[1], "both statements bind the row's columns in one order"
-    return first, second[0]
+    mark: Any = select(*(bindparam(c) for c in _MARKED)).where(true())
+    marks = compiled_positional(mark_changed(mark, "sqlite"), dialect)
+    return first, second[0], marks
 
 
 _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
@@ -358,6 +418,18 @@ def _current_row(r: Any) -> CurrentRow:
 
 def _stored(row: Any) -> StoredObservation:
     return StoredObservation(row.observed_at, row.recorded_at, row.source, _values(row))
+
+
+def _earliest_per_pair(rows: ObservationRows) -> dict[tuple[int, int], datetime]:
+    """Each (metric, customer) pair's earliest observed_at: where the rollup's fold starts."""
+    earliest: dict[tuple[int, int], datetime] = {}
+    for metric_ref, customer_ref, observed_at in zip(
+        rows.metric_refs, rows.customer_refs, rows.observed_at, strict=True
+    ):
+        known = earliest.get((metric_ref, customer_ref))
+        if known is None or observed_at < known:
+            earliest[(metric_ref, customer_ref)] = observed_at
+    return earliest
 
 
 def _newest_per_pair(rows: ObservationRows) -> list[int]:
@@ -457,9 +529,22 @@ class ValueRepository:
             params = {**column_rows_params(_ARRAY_TYPES, columns), **constants}
             await self._conn.execute(_record_rows(), params)
             return
-        (observations, names), current = _record_rows_one_by_one(self._conn.dialect)
+        (observations, names), current, (marks, marked) = _record_rows_one_by_one(
+            self._conn.dialect
+        )
         stored = stored_rows(names, _ROW_TYPES, columns, constants, count)
         await self._conn.exec_driver_sql(observations, stored)
+        earliest = _earliest_per_pair(rows)
+        pairs = sorted(earliest)  # (metric_ref, customer_ref): the key order
+        mark_columns: dict[str, list[Any] | None] = {
+            "metric_ref": [m for m, _ in pairs],
+            "customer_ref": [c for _, c in pairs],
+            "since": [earliest[p] for p in pairs],
+        }
+        org = {"organization_id": self._org}
+        await self._conn.exec_driver_sql(
+            marks, stored_rows(marked, _MARK_TYPES, mark_columns, org, len(pairs))
+        )
         newest = _newest_per_pair(rows)
         if len(newest) < count:
             stored = [stored[i] for i in newest]
@@ -580,12 +665,20 @@ class ValueRepository:
     async def delete_range(
         self, customer_ref: int, metric_ref: int, start: datetime | None, end: datetime | None
     ) -> int:
-        stmt = delete(_obs).where(self._pair(_obs, customer_ref, metric_ref))
+        conditions = [self._pair(_obs, customer_ref, metric_ref)]
         if start is not None:
-            stmt = stmt.where(_obs.c.observed_at >= start)
+            conditions.append(_obs.c.observed_at >= start)
         if end is not None:
-            stmt = stmt.where(_obs.c.observed_at < end)
-        deleted = (await self._conn.execute(stmt)).rowcount
+            conditions.append(_obs.c.observed_at < end)
+        earliest = select(
+            _obs.c.organization_id,
+            _obs.c.metric_ref,
+            _obs.c.customer_ref,
+            func.min(_obs.c.observed_at).label("since"),
+        ).where(*conditions)
+        earliest = earliest.group_by(_obs.c.organization_id, _obs.c.metric_ref, _obs.c.customer_ref)
+        await self._conn.execute(mark_changed(earliest, self._conn.dialect.name))
+        deleted = (await self._conn.execute(delete(_obs).where(*conditions))).rowcount
         if deleted:
             await self._refresh_current(customer_ref, metric_ref)
         return deleted
@@ -634,7 +727,7 @@ class ValueRepository:
         return sorted(r[0] for r in await self._conn.execute(stmt))
 
     async def delete_metric_values(self, metric_ref: int) -> None:
-        for table in (_cur, _obs):
+        for table in (_cur, _obs, *ROLLUP_TABLES):
             await self._conn.execute(
                 delete(table).where(
                     table.c.organization_id == self._org, table.c.metric_ref == metric_ref
