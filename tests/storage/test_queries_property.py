@@ -452,6 +452,15 @@ async def test_rollup_series_agree_with_the_model_through_every_change(app, ops,
                 assert response.status_code == 200, response.text
                 answers[agg] = response.json(parse_float=Decimal)["data"]
             _check_against_model(answers, stored)
+            # The summary's count and sum come from the same rollup (its latest snapshot).
+            summary = await client.get("/customers/metrics/arr/summary")
+            assert summary.status_code == 200, summary.text
+            current = [mine[max(mine)] for mine in stored.values() if mine]
+            body = summary.json(parse_float=Decimal)
+            assert body["count"] == len(current)
+            with localcontext() as context:
+                context.prec = 120  # exact: the values run to 38 digits
+                assert body["sum"] == (sum(current) if current else None)
             await fold_once(app.state.database)
 
 

@@ -67,7 +67,7 @@ async def search_customers(
 
 
 async def summary_service(session: DbSession, tenant: CurrentTenant) -> SummaryService:
-    return SummaryService(SummaryRepository(session, tenant))
+    return SummaryService(SummaryRepository(session, tenant), RollupRepository(session, tenant))
 
 
 async def metric_lookup(

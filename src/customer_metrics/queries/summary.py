@@ -6,11 +6,15 @@ Percentiles interpolate linearly between the two nearest ranks (PostgreSQL's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
+from customer_metrics import clock
 from customer_metrics.metrics.repository import MetricRow
+from customer_metrics.queries.buckets import Bucket
+from customer_metrics.queries.rollup import PERIOD, exact, period_of
+from customer_metrics.queries.rollup_repository import RollupRepository
 from customer_metrics.queries.summary_repository import SummaryRepository
 from customer_metrics.values import typed
 
@@ -36,14 +40,36 @@ def divide(total: Decimal, count: int) -> Decimal:
         return _round(total / count)
 
 
+# Every observation is at most `typed.FUTURE_TOLERANCE` (5 minutes) ahead of the clock
+# that accepted it: a snapshot this far ahead holds every customer's current value.
+_BEYOND_EVERY_OBSERVATION = timedelta(days=1)
+
+
 class SummaryService:
-    def __init__(self, repository: SummaryRepository) -> None:
+    def __init__(self, repository: SummaryRepository, rollups: RollupRepository) -> None:
         self._repo = repository
+        self._rollups = rollups
+
+    async def _totals(self, metric: MetricRow, as_of: datetime | None) -> tuple[int, Decimal]:
+        """Count and sum of the current values. Without `as_of`, from the series rollup: its
+        snapshot after every observation (a read of the metric's 15-minute totals and the
+        changes not folded yet) instead of a pass over a million current values."""
+        if as_of is not None:
+            return await self._repo.totals(metric.id, metric.data_type, as_of)
+        end = period_of(clock.now() + _BEYOND_EVERY_OBSERVATION)
+        spans = [Bucket(end - PERIOD, end)]
+        totals = await self._rollups.bucket_totals(metric.id, spans, inside_only=False)
+        count, total = 0, Decimal(0)
+        with exact():
+            for part in totals.values():
+                count += part.snap_count
+                total += part.snap_sum
+        return count, total
 
     async def summarize(self, metric: MetricRow, as_of: datetime | None) -> Summary:
         kind = metric.data_type
         if kind in ("NUMBER", "INTEGER"):
-            count, total = await self._repo.totals(metric.id, kind, as_of)
+            count, total = await self._totals(metric, as_of)
             return Summary(count, await self._numeric(metric, count, total, as_of))
         count = await self._repo.count(metric.id, kind, as_of)
         if kind in ("STRING", "BOOLEAN"):
