@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import pytest
 
+from customer_metrics.queries.summary import SummaryService
+from customer_metrics.queries.summary_repository import SummaryRepository
 from tests.builders import create_metric, write_value
 
 
@@ -125,3 +127,43 @@ async def test_integer_summary_is_exact_past_64_bits_and_ranks_from_both_ends(cl
         assert Decimal(body[name]) == _percentile(ordered, Decimal(p)).quantize(Decimal("1e-12")), (
             name
         )
+
+
+async def test_a_value_removed_between_the_count_and_the_ranks_is_counted_again(
+    client, monkeypatch
+):
+    """The count comes from one statement, the values at the percentile ranks from others: a
+    customer erased in between leaves a rank missing. The summary counts again from the
+    values themselves instead of failing."""
+    await create_metric(client, name="ARR")
+    for customer, value in (("a", 10), ("b", 20), ("c", 30)):
+        await write_value(client, customer, "arr", value=value)
+    counted = SummaryService._totals
+
+    async def one_more_than_there_is(self, metric, as_of):
+        count, total = await counted(self, metric, as_of)
+        return count + 1, total + 40  # as if a customer with 40 was erased since
+
+    monkeypatch.setattr(SummaryService, "_totals", one_more_than_there_is)
+    response = await client.get("/customers/metrics/arr/summary")
+    assert response.status_code == 200, response.text
+    body = response.json(parse_float=Decimal)
+    assert (body["count"], body["sum"], body["min"], body["max"]) == (3, 60, 10, 30)
+    assert body["p50"] == 20
+
+
+async def test_values_that_keep_changing_under_a_summary_give_a_retryable_503(client, monkeypatch):
+    await create_metric(client, name="ARR")
+    await write_value(client, "a", "arr", value=10)
+
+    async def always_more(self, metric_ref, data_type, as_of):
+        return 5, Decimal(50)
+
+    async def counted_more(self, metric, as_of):
+        return 5, Decimal(50)
+
+    monkeypatch.setattr(SummaryService, "_totals", counted_more)
+    monkeypatch.setattr(SummaryRepository, "totals", always_more)
+    response = await client.get("/customers/metrics/arr/summary")
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "unavailable"

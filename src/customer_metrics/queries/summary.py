@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from customer_metrics import clock
+from customer_metrics.errors import Unavailable
 from customer_metrics.metrics.repository import MetricRow
 from customer_metrics.queries.buckets import Bucket
 from customer_metrics.queries.rollup import PERIOD, exact, period_of
@@ -43,6 +44,7 @@ def divide(total: Decimal, count: int) -> Decimal:
 # Every observation is at most `typed.FUTURE_TOLERANCE` (5 minutes) ahead of the clock
 # that accepted it: a snapshot this far ahead holds every customer's current value.
 _BEYOND_EVERY_OBSERVATION = timedelta(days=1)
+_ATTEMPTS = 3
 
 
 class SummaryService:
@@ -70,7 +72,14 @@ class SummaryService:
         kind = metric.data_type
         if kind in ("NUMBER", "INTEGER"):
             count, total = await self._totals(metric, as_of)
-            return Summary(count, await self._numeric(metric, count, total, as_of))
+            for _ in range(_ATTEMPTS):
+                fields = await self._numeric(metric, count, total, as_of)
+                if fields is not None:
+                    return Summary(count, fields)
+                # The values changed between the statements (a customer erased meanwhile):
+                # count and sum again from the values the ranks are read from.
+                count, total = await self._repo.totals(metric.id, kind, as_of)
+            raise Unavailable("The metric's values kept changing while they were summarised.")
         count = await self._repo.count(metric.id, kind, as_of)
         if kind in ("STRING", "BOOLEAN"):
             top = await self._repo.top_values(metric.id, kind, as_of)
@@ -80,7 +89,9 @@ class SummaryService:
 
     async def _numeric(
         self, metric: MetricRow, count: int, total: Decimal, as_of: datetime | None
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """The numeric fields; None when a rank asked for is not there any more (the count
+        came from an earlier statement, and values were removed since)."""
         names = ("sum", "min", "max", "avg", *PERCENTILES)
         if count == 0:
             return dict.fromkeys(names)
@@ -90,6 +101,8 @@ class SummaryService:
         for h in positions.values():
             ranks |= {int(h), min(int(h) + 1, count - 1)}
         at = await self._repo.at_ranks(metric.id, kind, as_of, sorted(ranks), count)
+        if not ranks <= at.keys():
+            return None
         as_decimal = {rank: Decimal(value) for rank, value in at.items()}
         result: dict[str, Any] = {
             "sum": total if kind == "NUMBER" else int(total),

@@ -111,7 +111,9 @@ class SummaryRepository:
     async def at_ranks(
         self, metric_ref: int, data_type: str, as_of: datetime | None, ranks: list[int], count: int
     ) -> dict[int, Any]:
-        """The values at the given 0-based ranks in ascending order, of `count` values.
+        """The values at the given 0-based ranks in ascending order, of `count` values (a run
+        of ranks that is not all there, the values having changed since they were counted,
+        is left out).
 
         Current values are read in index order, skipping to each run of adjacent ranks from
         the nearer end (so the median costs half a pass and the top percentiles little);
@@ -130,9 +132,11 @@ class SummaryRepository:
                 .limit(last - first + 1)
             )
             got = [value for (value,) in await self._read(stmt)]
+            if len(got) < last - first + 1:
+                continue  # fewer values than `count` now: these ranks are not there
             if from_top:
                 got.reverse()
-            found.update(zip(range(first, last + 1), got, strict=False))
+            found.update(zip(range(first, last + 1), got, strict=True))
         return found
 
     async def _numbered(
