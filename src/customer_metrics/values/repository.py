@@ -149,26 +149,6 @@ def mark_changed(source: Any, dialect_name: str) -> Any:
     )
 
 
-@lru_cache(maxsize=4)
-def _upserts(dialect_name: str) -> tuple[Any, Any]:
-    """The two statements of a write, built once (building them cost more than running them):
-    upsert the observation; move the current value forward only to a newer observation."""
-    insert = upsert_insert(dialect_name)
-    observations = insert(_obs)
-    current = insert(_cur)
-    return (
-        observations.on_conflict_do_update(
-            index_elements=list(_obs.primary_key.columns),
-            set_={c: observations.excluded[c] for c in _UPDATED},
-        ),
-        current.on_conflict_do_update(
-            index_elements=list(_cur.primary_key.columns),
-            set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
-            where=_cur.c.observed_at <= current.excluded.observed_at,
-        ),
-    )
-
-
 _WRITTEN = ("metric_ref", "observed_at", "recorded_at", "source", *VALUE_COLUMNS)
 
 
@@ -275,10 +255,9 @@ def _marks(rows: Any, dialect_name: str) -> Any:
     return mark_changed(source, dialect_name)
 
 
-def _current_view() -> Any:
-    """The agent view: the customer (one row even without values) and each non-archived
-    metric's current value, in one statement built once."""
-    values = _cur.join(
+def _live_values() -> Any:
+    """Current values with their metric, non-archived metrics only: what the view shows."""
+    return _cur.join(
         _metrics,
         and_(
             _metrics.c.organization_id == _cur.c.organization_id,
@@ -286,6 +265,12 @@ def _current_view() -> Any:
             _metrics.c.archived.is_(False),
         ),
     )
+
+
+def _current_view() -> Any:
+    """The agent view: the customer (one row even without values) and each non-archived
+    metric's current value, in one statement built once."""
+    values = _live_values()
     return (
         select(
             _customers.c.id.label("customer_ref"),
@@ -339,16 +324,7 @@ def _rendered_view() -> Any:
     )
     values = (
         select(data)
-        .select_from(
-            _cur.join(
-                _metrics,
-                and_(
-                    _metrics.c.organization_id == _cur.c.organization_id,
-                    _metrics.c.id == _cur.c.metric_ref,
-                    _metrics.c.archived.is_(False),
-                ),
-            )
-        )
+        .select_from(_live_values())
         .where(
             _cur.c.organization_id == _customers.c.organization_id,
             _cur.c.customer_ref == _customers.c.id,
