@@ -24,6 +24,7 @@ from harness import (
     environment_facts,
     log,
     recreate_database,
+    vacuum,
 )
 from machine import cpu_busy, process_group_pids
 from report import Check, Outcome, write_json
@@ -98,7 +99,7 @@ def _postgres(options: Options, work: Path) -> tuple[SideRuns, SideRuns, dict[st
         _service_run(service, metric, options, ours, 0, batches=1)
         for i in range(1, options.runs + 1):
             records = load.floor_records(FLOOR_BATCHES, i * WINDOW_MS)
-            load.vacuum(url)  # both sides' tables, before each pair of runs
+            vacuum(url)  # both sides' tables, before each pair of runs
             busy = _busy(ours)
             result = load.copy_batches(url, records, options.duration * 3)
             result.busy_before = busy

@@ -217,18 +217,3 @@ async def _create_floor_table(database_url: str) -> None:
 
 def create_floor_table(database_url: str) -> None:
     asyncio.run(_create_floor_table(database_url))
-
-
-async def _vacuum(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("VACUUM (ANALYZE)")
-    finally:
-        await conn.close()
-
-
-def vacuum(database_url: str) -> None:
-    """What autovacuum would have done by now (it may be off: this machine's PostgreSQL runs
-    with `autovacuum = off`): every run's current-value updates leave as many dead rows,
-    which the next run would otherwise wade through, and the planner gets statistics."""
-    asyncio.run(_vacuum(database_url))

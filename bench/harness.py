@@ -122,6 +122,22 @@ def backend_pids(url: str) -> list[int]:
         return []
 
 
+async def _vacuum(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+    finally:
+        await conn.close()
+
+
+def vacuum(database_url: str) -> None:
+    """What autovacuum would have done by now (it may be off: this machine's PostgreSQL runs
+    with `autovacuum = off`): every run's current-value updates leave as many dead rows (and
+    dead index entries: a value change is never a HOT update), which the next run would
+    otherwise wade through, and the planner gets statistics."""
+    asyncio.run(_vacuum(database_url))
+
+
 # --- processes -----------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from harness import (
     post_json,
     recreate_database,
     run_wrk,
+    vacuum,
 )
 from machine import process_group_pids
 from report import Check, Outcome, Side, render, write_json
@@ -140,6 +141,7 @@ def run(options: Options) -> Outcome:
                 log(f"warm-up {target.name} {options.warmup}s")
                 _load(target, options, options.warmup, ref, 0)
         for i in range(1, options.runs + 1):
+            vacuum(url)  # both sides' tables, before each pair of runs (see harness.vacuum)
             for target in targets:  # interleaved, so drift and noise hit both sides
                 result = _load(target, options, options.duration, ref, i, ours)
                 log(

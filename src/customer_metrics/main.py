@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from customer_metrics import __version__
 from customer_metrics.api import errors, health
+from customer_metrics.api.hot import HotRoutes
 from customer_metrics.api.middleware import (
     API_PREFIX,
     DOUBLED_PREFIX,
@@ -87,11 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = build_rate_limiter(settings, app.state.secret)
     app.state.known_keys = KnownKeys()
     app.state.known_metrics = KnownMetrics()
-    app.state.resources = Resources(
+    mounted = (
         [("", health.router)]
         + [(API_PREFIX, feature) for feature in FEATURE_ROUTERS]
         + [(DOUBLED_PREFIX, feature) for feature in FEATURE_ROUTERS]
     )
+    app.state.resources = Resources(mounted)
     errors.install(app)
     app.include_router(health.router)
     # Each feature straight into the app (not through a router of routers): every level of
@@ -104,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             feature, prefix=DOUBLED_PREFIX, responses=EVERY_API_ROUTE, include_in_schema=False
         )
     declare_security(app, API_PREFIX)
+    # In the order included above, which is the router's order of trying routes.
+    app.router.middleware_stack = HotRoutes(app.router.middleware_stack, mounted)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.max_requests_in_flight:
         app.add_middleware(LoadShedMiddleware, max_in_flight=settings.max_requests_in_flight)

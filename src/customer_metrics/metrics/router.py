@@ -12,6 +12,7 @@ from customer_metrics.api.deps import (
     db_session,
     session_and_tenant,
 )
+from customer_metrics.api.hot import hot
 from customer_metrics.api.openapi import METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_int_cursor, encode_cursor
 from customer_metrics.api.responses import ExactJSONResponse
@@ -94,6 +95,7 @@ def _fields(row: MetricRow) -> dict[str, object]:
     },
 )
 @checks_key_inline
+@hot
 async def create_metric(body: MetricCreate, service: Service, request: Request) -> Response:
     row = await service.create(body)
     await (await db_session(request)).commit()  # the service's session (no second dependency)

@@ -17,6 +17,7 @@ from customer_metrics.api.deps import (
     reuses_lookups,
     session_and_tenant,
 )
+from customer_metrics.api.hot import hot
 from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
 from customer_metrics.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from customer_metrics.api.params import FromQuery, TimeQuery, ToQuery
@@ -102,6 +103,7 @@ def observation_out(
     },
 )
 @checks_key_inline
+@hot
 async def record_value(
     customer_id: CustomerIdPath,
     ref: str,
@@ -126,6 +128,7 @@ async def record_value(
     responses=errors(404),
 )
 @checks_key_inline
+@hot
 async def get_current_values(
     customer_id: CustomerIdPath, service: Service, as_of: TimeQuery = None
 ) -> Response:
@@ -228,6 +231,7 @@ def _batch_body(outcome: BatchOutcome) -> dict[str, object]:
         **errors(409, 415),
     },
 )
+@hot
 async def write_values_batch(
     body: BatchWrite,
     service: Annotated[BatchService, Depends(batch_service)],
