@@ -61,3 +61,20 @@ async def test_hot_routes_keep_their_errors_and_other_methods(client, anon):
     assert unauthenticated.status_code == 401
     wrong_method = await client.put(path, json={"value": "x"})
     assert wrong_method.status_code == 405
+
+
+async def test_authentication_still_comes_before_validation(anon, client):
+    # FastAPI resolves the service (and so the key) before it validates the body.
+    for path, body in [
+        ("/external/v1/customers/metrics", {"name": "A", "bogus": 1}),
+        ("/external/v1/customers/acme/metrics/METRIC-001/values", {"bogus": 1}),
+        ("/external/v1/customers/metrics/values", {"values": "no"}),
+    ]:
+        answer = await anon.post(path, json=body)
+        assert answer.status_code == 401, (path, answer.text)
+    ref = (await create_metric(client, name="Logins", data_type="INTEGER"))["metric_id"]
+    path = f"/customers/nobody/metrics/{ref}/values"
+    unknown = await client.post(path + "?create_customer=false", json={"value": 1})
+    assert unknown.status_code == 404
+    assert (await client.get("/customers/nobody")).status_code == 404
+    assert (await client.post(path + "?create_customer=true", json={"value": 1})).status_code == 201
