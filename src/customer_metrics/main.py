@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     declare_security(app, API_PREFIX)
     # In the order included above, which is the router's order of trying routes.
-    app.router.middleware_stack = HotRoutes(app.router.middleware_stack, mounted)
+    app.router.middleware_stack = HotRoutes(app.router.middleware_stack, app.router, mounted)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.max_requests_in_flight:
         app.add_middleware(LoadShedMiddleware, max_in_flight=settings.max_requests_in_flight)

@@ -27,7 +27,7 @@ async def test_hot_routes_answer_as_before_and_keep_their_route_label(client, an
     view = await client.get("/customers/acme/metrics")
     assert view.status_code == 200
     assert [(v["key"], v["value"]) for v in view.json()["data"]] == [("seats", 7)]
-    # The seed page's doubled path reaches the same routes through the router.
+    # The seed page's doubled path reaches the same route, with the same answer.
     doubled = await client.get("/external/v1/customers/acme/metrics")
     assert doubled.status_code == 200
     assert doubled.json() == view.json()

@@ -39,26 +39,42 @@ class HotRoutes:
     """Router middleware (`app.router.middleware_stack`): inside FastAPI's exception
     handling, so a hot route's errors are answered exactly as any other route's."""
 
-    def __init__(self, app: ASGIApp, mounted: Sequence[tuple[str, APIRouter]]) -> None:
+    def __init__(
+        self, app: ASGIApp, router: APIRouter, mounted: Sequence[tuple[str, APIRouter]]
+    ) -> None:
+        """`mounted`: the (prefix, router) pairs in the order the app included them, which is
+        the order its router tries their routes in (the app adds no routes of its own)."""
         self.app = app
         self._by_method: dict[str, list[_HotRoute]] = defaultdict(list)
+        # FastAPI before 0.138 copies included routes into the app's router, with the prefix
+        # in their path: the router then hands out the copy (its path labels the request's
+        # metrics), later versions the feature router's own route.
+        copies = {(r.path, r.endpoint): r for r in router.routes if isinstance(r, APIRoute)}
         tried: list[tuple[set[str], str]] = []  # (methods, path regex) in the router's order
-        for prefix, router in mounted:
-            for route in router.routes:
+        for prefix, feature in mounted:
+            for route in feature.routes:
                 if not isinstance(route, APIRoute):
                     continue
                 regex, _, convertors = compile_path(prefix + route.path)
                 methods = set(route.methods or ())
-                if getattr(route.endpoint, "hot", False):
+                # Dependencies given to the router apply only on the router's way.
+                if getattr(route.endpoint, "hot", False) and not feature.dependencies:
+                    taken = copies.get((prefix + route.path, route.endpoint), route)
                     for method in methods:
                         before = [p for m, p in tried if method in m]
                         self._by_method[method].append(
-                            _HotRoute(regex, _combined(before), route, convertors)
+                            _HotRoute(regex, _combined(before), taken, convertors)
                         )
                 tried.append((methods, regex.pattern))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
+        # Dependency overrides (the command line's local import sets one) are the app's: the
+        # feature router's own route knows nothing of them, so the router serves meanwhile.
+        if (
+            scope["type"] == "http"
+            and not scope.get("root_path")
+            and not scope["app"].dependency_overrides
+        ):
             path = scope["path"]
             for hot_route in self._by_method.get(scope["method"], ()):
                 match = hot_route.regex.match(path)

@@ -167,7 +167,11 @@ def _direct_handler(route: APIRoute, fastapi_handler: Handler) -> Handler | None
         dependant.header_params
         or dependant.cookie_params
         or len(dependant.body_params) > 1
-        or (route.body_field is not None and route.body_field is not dependant.body_params[0])
+        or (
+            route.body_field is not None
+            and all(route.body_field is not f for f in dependant.body_params)
+        )
+        or any(f.field_info.default_factory for f in dependant.query_params)
         or any(f.field_info.is_required() for f in dependant.query_params)
         or dependant.websocket_param_name
         or dependant.http_connection_param_name
@@ -178,6 +182,8 @@ def _direct_handler(route: APIRoute, fastapi_handler: Handler) -> Handler | None
     ):
         return None
     takes_request: list[tuple[str, Callable[[Request], Coroutine[Any, Any, Any]]]] = []
+    if len({id(sub.call) for sub in dependant.dependencies}) < len(dependant.dependencies):
+        return None  # FastAPI runs a dependency named twice once: not handled here
     for sub in dependant.dependencies:
         only_request = sub.request_param_name and not (
             sub.path_params
@@ -225,7 +231,8 @@ def _direct_handler(route: APIRoute, fastapi_handler: Handler) -> Handler | None
         if request_name:
             values[request_name] = request
         response = await endpoint(**values)
-        assert isinstance(response, Response), "a hot route returns its Response"
+        if not isinstance(response, Response):
+            raise TypeError(f"hot route {route.path} must return a Response")
         return response
 
     return direct
