@@ -477,4 +477,9 @@ def fold_lock(organization_id: int, dialect_name: str) -> Any:
     if dialect_name != "postgresql":
         return None
     key = organization_id % 2_147_483_647  # collisions only make a fold wait for the next turn
-    return select(func.pg_try_advisory_xact_lock(func.hashtext("cm_rollup_fold"), key))
+    lock = select(func.pg_try_advisory_xact_lock(func.hashtext("cm_rollup_fold"), key))
+    # FOR UPDATE (of no table: it locks nothing else) makes it a locking read, which opens
+    # the transaction (storage/native.py). A plain read ran as a statement of its own where
+    # row-level security is off (no transaction is opened for reads there), and the lock
+    # was gone when it returned: two workers' folds of one organization ran side by side.
+    return lock.with_for_update()
