@@ -15,15 +15,18 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Numeric,
     Text,
     bindparam,
     case,
     cast,
     event,
+    extract,
     func,
     literal,
     literal_column,
     select,
+    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import URL, Connection, make_url
@@ -347,8 +350,8 @@ _ANALYTIC_SETTINGS = (("jit", "off"),)
 
 def analytic(statement: Any) -> Any:
     """A read over a large share of a metric's rows (a series or a summary over every
-    customer): planned for its values (`planned_each_time`), and on PostgreSQL run without
-    JIT compilation (transaction-local, see `native.SETTINGS`)."""
+    customer), or the rollup's fold: planned for its values (`planned_each_time`), and on
+    PostgreSQL run without JIT compilation (transaction-local, see `native.SETTINGS`)."""
     return planned_each_time(statement).execution_options(**{SETTINGS: _ANALYTIC_SETTINGS})
 
 
@@ -367,9 +370,10 @@ def time_parts(dialect_name: str) -> int:
 
 
 def per_row(subquery: Any, dialect_name: str) -> Any:
-    """A subquery for EXISTS that runs once per outer row (a lookup by key), instead of being
-    turned into a join over every row it could match: PostgreSQL leaves an EXISTS whose
-    subquery has an OFFSET as it is written. For outer rows that are few by construction."""
+    """A subquery for EXISTS (or LATERAL) that runs once per outer row (a lookup by key),
+    instead of being turned into a join over every row it could match: PostgreSQL leaves a
+    subquery that has an OFFSET as it is written. For outer rows that are few by
+    construction."""
     return subquery.offset(0) if dialect_name == "postgresql" else subquery
 
 
@@ -469,6 +473,17 @@ def json_array_of(fields: list[tuple[str, Any]], order_by: Any) -> Any:
     return literal_column("'['").concat(rows).concat(literal_column("']'"))
 
 
+def epoch_period(column: Any, seconds: int) -> Any:
+    """PostgreSQL: the start of the `seconds`-long period, counted from the Unix epoch (UTC),
+    that holds the timestamptz `column`: what `queries.rollup.period_of` gives in Python
+    (floored, also before 1970). Exact: the epoch is a NUMERIC to the microsecond, and the
+    whole multiple of `seconds` it is floored to converts to a timestamp exactly (the
+    formula of migration 0007)."""
+    length: Any = literal_column(str(int(seconds)))
+    epoch = type_coerce(extract("epoch", column), Numeric())
+    return func.to_timestamp(func.floor(epoch.op("/")(length)) * length)
+
+
 def fold_lock(organization_id: int, dialect_name: str) -> Any:
     """A statement that takes the organization's series-rollup fold lock for the transaction
     and says whether it got it (PostgreSQL: an advisory lock, not waited for), so folds of
@@ -477,4 +492,9 @@ def fold_lock(organization_id: int, dialect_name: str) -> Any:
     if dialect_name != "postgresql":
         return None
     key = organization_id % 2_147_483_647  # collisions only make a fold wait for the next turn
-    return select(func.pg_try_advisory_xact_lock(func.hashtext("cm_rollup_fold"), key))
+    lock = select(func.pg_try_advisory_xact_lock(func.hashtext("cm_rollup_fold"), key))
+    # FOR UPDATE (of no table: it locks nothing else) makes it a locking read, which opens
+    # the transaction (storage/native.py). A plain read ran as a statement of its own where
+    # row-level security is off (no transaction is opened for reads there), and the lock
+    # was gone when it returned: two workers' folds of one organization ran side by side.
+    return lock.with_for_update()

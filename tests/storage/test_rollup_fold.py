@@ -1,0 +1,156 @@
+"""The series rollup's fold (queries/rollup_repository.py) while customers are written: a
+mark written again between the fold's read and its commit survives the fold, so the
+changes behind it are folded next time, and the fold does not hold marks while it works;
+two folds of one organization never run side by side."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import literal, select
+
+from customer_metrics.queries.fold import fold_once, fold_organization
+from customer_metrics.queries.rollup_repository import RollupRepository
+from customer_metrics.storage import dialect
+from customer_metrics.storage.database import open_session
+from customer_metrics.storage.models import RollupDirty, table_of
+from customer_metrics.storage.types import UTCDateTime
+from customer_metrics.values.repository import mark_changed
+from tests.builders import create_metric, create_org, write_value
+from tests.conftest import api_client
+
+_dirty = table_of(RollupDirty)
+DAY = {"from": "2024-03-08T00:00:00Z", "to": "2024-03-09T00:00:00Z", "interval": "day"}
+
+
+async def _marks(app: Any, organization_id: int) -> list[Any]:
+    session = await open_session(app.state.database, read_only=True)
+    try:
+        session.scope(organization_id)
+        stmt = select(
+            _dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.since, _dirty.c.version
+        ).where(_dirty.c.organization_id == organization_id)
+        return list((await session.connection.execute(stmt)).all())
+    finally:
+        await session.close()
+
+
+async def _day(client: Any, agg: str) -> Any:
+    response = await client.get("/customers/metrics/arr/series", params={**DAY, "agg": agg})
+    assert response.status_code == 200, response.text
+    return response.json(parse_float=Decimal)["data"][0]["value"]
+
+
+@asynccontextmanager
+async def _holding_totals(url: str, organization_id: int) -> AsyncIterator[asyncpg.Connection]:
+    """PostgreSQL: the organization's rows of `metric_rollups` locked by another transaction,
+    so a fold's statement, once it has read everything, waits to add to them."""
+    connection = await asyncpg.connect(url)
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                "SELECT 1 FROM metric_rollups WHERE organization_id = $1 FOR UPDATE",
+                organization_id,
+            )
+            yield connection
+    finally:
+        await connection.close()
+
+
+async def _until_blocked_by(holder: asyncpg.Connection) -> None:
+    """Until a statement of another connection waits for a lock `holder` holds."""
+    pid = holder.get_server_pid()
+    for _ in range(500):
+        waiting = await holder.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the fold never reached the locked totals")
+
+
+async def test_a_mark_written_again_while_a_fold_runs_survives_it(app, backend, monkeypatch):
+    org = await create_org(app)
+    database = app.state.database
+    async with api_client(app, org.api_key) as client:
+        await create_metric(client, name="arr", key="arr", data_type="NUMBER")
+        await client.put("/customers/acme", json={})
+        await write_value(client, "acme", "arr", value="5", observed_at="2024-03-08T10:00:00Z")
+        await fold_once(database)  # the totals of 10:00-10:15 exist from here on
+        await write_value(client, "acme", "arr", value="7", observed_at="2024-03-08T10:05:00Z")
+        [(metric_ref, customer_ref, since, version)] = await _marks(app, org.id)
+
+        later = {"value": "11", "observed_at": "2024-03-08T11:00:00Z"}
+        if backend.name == "postgres":
+            # The fold's one statement reads the mark (and the rows behind it), then waits
+            # for the locked totals; meanwhile the customer is written again, and commits.
+            async with _holding_totals(backend.owner_url or backend.database_url, org.id) as lock:
+                fold = asyncio.create_task(fold_organization(database, org.id))
+                await _until_blocked_by(lock)
+                # At once: the fold has not taken the mark yet (it does so last).
+                await asyncio.wait_for(write_value(client, "acme", "arr", **later), 10)
+            assert await fold == 1
+        else:
+            # SQLite's write transactions take turns: the writer's mark (`mark_changed`, as a
+            # value write runs it) goes in between the fold's read and its removal of the
+            # marks, on the fold's own connection; the value itself is written after it.
+            apply = RollupRepository._apply
+            mark = select(
+                literal(org.id),
+                literal(metric_ref),
+                literal(customer_ref),
+                literal(since, UTCDateTime()),
+            )
+
+            async def marked_meanwhile(self: RollupRepository, *args: Any) -> None:
+                await apply(self, *args)
+                await self._conn.execute(mark_changed(mark, "sqlite"))
+
+            monkeypatch.setattr(RollupRepository, "_apply", marked_meanwhile)
+            assert await fold_organization(database, org.id) == 1
+            monkeypatch.undo()
+
+        # The mark the fold read was written again: it stays, for the next fold.
+        [(*_, version_after)] = await _marks(app, org.id)
+        assert version_after > version
+        if backend.name != "postgres":
+            await write_value(client, "acme", "arr", **later)
+        for _ in range(2):  # as it stands, then folded
+            assert await _day(client, "sum") == 23
+            assert await _day(client, "count") == 3
+            assert await _day(client, "snapshot_sum") == 11
+            await fold_once(database)
+        assert await _marks(app, org.id) == []
+
+
+async def test_a_fold_of_an_organization_waits_while_another_holds_its_lock(app, backend):
+    """PostgreSQL: two folds of one organization (two workers' background folds) never run
+    side by side: the second folds nothing while the first holds the lock, to its commit."""
+    if backend.name != "postgres":
+        pytest.skip("SQLite's write transactions are exclusive already")
+    org = await create_org(app)
+    database = app.state.database
+    async with api_client(app, org.api_key) as client:
+        await create_metric(client, name="arr", key="arr", data_type="NUMBER")
+        await client.put("/customers/acme", json={})
+        await write_value(client, "acme", "arr", value="5", observed_at="2024-03-08T10:00:00Z")
+        first = await open_session(database, read_only=False)
+        try:
+            first.scope(org.id)
+            await first.begin_transaction()
+            lock = dialect.fold_lock(org.id, "postgresql")
+            assert (await first.connection.execute(lock)).scalar() is True
+            assert await fold_organization(database, org.id) == 0
+            assert len(await _marks(app, org.id)) == 1
+        finally:
+            await first.close()
+        assert await fold_organization(database, org.id) == 1
+        assert await _marks(app, org.id) == []
+        assert await _day(client, "sum") == 5
