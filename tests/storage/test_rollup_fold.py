@@ -76,13 +76,18 @@ async def _until_blocked_by(holder: asyncpg.Connection) -> None:
     raise AssertionError("the fold never reached the locked totals")
 
 
+async def _first_value(client: Any) -> None:
+    """Metric `arr`, customer `acme`, and its value 5 at 2024-03-08T10:00Z."""
+    await create_metric(client, name="arr", key="arr", data_type="NUMBER")
+    await client.put("/customers/acme", json={})
+    await write_value(client, "acme", "arr", value="5", observed_at="2024-03-08T10:00:00Z")
+
+
 async def test_a_mark_written_again_while_a_fold_runs_survives_it(app, backend, monkeypatch):
     org = await create_org(app)
     database = app.state.database
     async with api_client(app, org.api_key) as client:
-        await create_metric(client, name="arr", key="arr", data_type="NUMBER")
-        await client.put("/customers/acme", json={})
-        await write_value(client, "acme", "arr", value="5", observed_at="2024-03-08T10:00:00Z")
+        await _first_value(client)
         await fold_once(database)  # the totals of 10:00-10:15 exist from here on
         await write_value(client, "acme", "arr", value="7", observed_at="2024-03-08T10:05:00Z")
         [(metric_ref, customer_ref, since, version)] = await _marks(app, org.id)
@@ -138,9 +143,7 @@ async def test_a_fold_of_an_organization_waits_while_another_holds_its_lock(app,
     org = await create_org(app)
     database = app.state.database
     async with api_client(app, org.api_key) as client:
-        await create_metric(client, name="arr", key="arr", data_type="NUMBER")
-        await client.put("/customers/acme", json={})
-        await write_value(client, "acme", "arr", value="5", observed_at="2024-03-08T10:00:00Z")
+        await _first_value(client)
         first = await open_session(database, read_only=False)
         try:
             first.scope(org.id)
