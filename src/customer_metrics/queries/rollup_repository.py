@@ -259,9 +259,9 @@ class RollupRepository:
             "customer_ref": [m[1] for m in marks],
             "since": [m[2] for m in marks],
         }
-        pairs = dialect.portable_rows(_PAIR_TYPES, "marked", self._dialect)
+        pairs = dialect.json_rows(_PAIR_TYPES, "marked")
         stmt = union_all(*_changed_rows(pairs, self._org))
-        params = dialect.portable_rows_params(_PAIR_TYPES, columns, self._dialect)
+        params = dialect.json_rows_params(_PAIR_TYPES, columns)
         found: dict[Pair, list[Any]] = defaultdict(list)
         for row in await self._conn.execute(stmt, params):
             found[(int(row[1]), int(row[2]))].append(row)
@@ -331,15 +331,13 @@ class RollupRepository:
             ):
                 columns[name].append(value)
         insert = dialect.upsert_insert(self._dialect)
-        source = dialect.portable_rows(_TOTAL_TYPES, "totals", self._dialect)
+        source = dialect.json_rows(_TOTAL_TYPES, "totals")
         stmt = insert(_totals).from_select(list(_TOTAL_TYPES), select(source).where(literal(True)))
         stmt = stmt.on_conflict_do_update(
             index_elements=list(_totals.primary_key.columns),
             set_={c: stmt.excluded[c] for c in ("obs_count", "obs_sum", "snap_count", "snap_sum")},
         )
-        await self._conn.execute(
-            stmt, dialect.portable_rows_params(_TOTAL_TYPES, columns, self._dialect)
-        )
+        await self._conn.execute(stmt, dialect.json_rows_params(_TOTAL_TYPES, columns))
 
     async def _apply_rows(
         self,
@@ -363,14 +361,12 @@ class RollupRepository:
             "value": [p[3] for p in put],
         }
         insert = dialect.upsert_insert(self._dialect)
-        source = dialect.portable_rows(_ROW_TYPES, "counted", self._dialect)
+        source = dialect.json_rows(_ROW_TYPES, "counted")
         stmt = insert(_rows).from_select(list(_ROW_TYPES), select(source).where(literal(True)))
         stmt = stmt.on_conflict_do_update(
             index_elements=list(_rows.primary_key.columns), set_={"value": stmt.excluded.value}
         )
-        await self._conn.execute(
-            stmt, dialect.portable_rows_params(_ROW_TYPES, columns, self._dialect)
-        )
+        await self._conn.execute(stmt, dialect.json_rows_params(_ROW_TYPES, columns))
 
 
 @lru_cache(maxsize=1)

@@ -156,31 +156,19 @@ def column_rows(columns: dict[str, Any], name: str, constants: dict[str, Any]) -
 ROWS_PARAM = "rows_json"
 
 
-def portable_rows(columns: dict[str, Any], name: str, dialect_name: str) -> Any:
-    """Many rows as a FROM item (a CTE named `name`) on either database, for statements that
-    run on both (the series rollup's fold). PostgreSQL: one array parameter per column
-    (`unnest`). SQLite: one JSON text of row arrays (`json_each`), parsed by SQLite. Bind
-    the rows with `portable_rows_params`."""
-    if dialect_name == "sqlite":
-        each = func.json_each(bindparam(ROWS_PARAM)).table_valued("value")
-        fields = [
-            func.json_extract(each.c.value, f"$[{i}]").label(column)
-            for i, column in enumerate(columns)
-        ]
-        return select(*fields).cte(name)
-    params = [
-        bindparam(column, type_=NativeArray(_plain(type_))) for column, type_ in columns.items()
+def json_rows(columns: dict[str, Any], name: str) -> Any:
+    """SQLite: many rows as a FROM item (a CTE named `name`), sent as one JSON text of row
+    arrays (`json_each`) and parsed by SQLite; bind them with `json_rows_params`. (PostgreSQL
+    takes one array per column: `column_rows`.)"""
+    each = func.json_each(bindparam(ROWS_PARAM)).table_valued("value")
+    fields = [
+        func.json_extract(each.c.value, f"$[{i}]").label(column) for i, column in enumerate(columns)
     ]
-    rows = func.unnest(*params).table_valued(*columns).render_derived(name=f"{name}_arrays")
-    return select(*rows.c).cte(name)
+    return select(*fields).cte(name)
 
 
-def portable_rows_params(
-    columns: dict[str, Any], values: dict[str, list[Any]], dialect_name: str
-) -> dict[str, Any]:
-    """The parameters of a `portable_rows` statement, from one list of values per column."""
-    if dialect_name != "sqlite":
-        return dict(values)
+def json_rows_params(columns: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, Any]:
+    """The parameter of a `json_rows` statement, from one list of values per column."""
     stored = [_sqlite_stored(columns[column], values[column]) for column in columns]
     return {ROWS_PARAM: orjson.dumps(list(zip(*stored, strict=True))).decode()}
 
