@@ -78,3 +78,25 @@ async def test_authentication_still_comes_before_validation(anon, client):
     assert unknown.status_code == 404
     assert (await client.get("/customers/nobody")).status_code == 404
     assert (await client.post(path + "?create_customer=true", json={"value": 1})).status_code == 201
+
+
+async def test_plain_requests_skip_fastapis_dependency_solving(client, monkeypatch):
+    # The point of the direct handler (its CPU): a plain request never reaches FastAPI's
+    # `solve_dependencies`; one it does not handle (here: a query string) still does.
+    import fastapi.routing
+
+    calls: list[str] = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counted(*args, **kwargs):
+        calls.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    ref = (await create_metric(client, name="Seats", data_type="INTEGER"))["metric_id"]
+    await write_value(client, "acme", ref, value=3)
+    assert (await client.get("/customers/acme/metrics")).status_code == 200
+    assert calls == []
+    assert (await client.get("/customers/acme/metrics?as_of=2099-01-01T00:00:00Z")).status_code
+    assert calls
+    assert set(calls) == {"/external/v1/customers/acme/metrics"}
