@@ -64,19 +64,30 @@ def wait_for_workers(server: ServerProcess, count: int, timeout: float = 60) -> 
 
 async def test_the_workers_of_one_server_hold_the_limit_together(start_server):
     server = start_server(CM_WORKERS="2", **LIMITS)
-    api_key = server.create_org("two workers")["api_key"]
     wait_for_workers(server, 2)
-    started = time.monotonic()
-    responses = await burst(server, api_key, 40)
-    elapsed = time.monotonic() - started
+    # Which worker accepts a connection is the kernel's choice: on a busy machine one worker
+    # can take a whole burst. Each attempt uses a key of its own (fresh buckets) and must
+    # hold the limit; at least one must reach both workers.
+    spread = []
+    for attempt in range(5):
+        api_key = server.create_org(f"two workers {attempt}")["api_key"]
+        started = time.monotonic()
+        responses = await burst(server, api_key, 40)
+        elapsed = time.monotonic() - started
 
-    passed = admitted(responses)
-    # Each worker's bucket holds 5 of the 10 and refills at 0.5/s: the server never admits
-    # more than the limit (10, plus what refilled while the burst went on).
-    assert len(passed) <= 10 + int(elapsed) + 1, (len(passed), elapsed)
-    assert {r.headers["ratelimit-policy"] for r in responses} == {'"per-key";q=5;w=10'}
-    # Both workers served: two buckets counted down side by side from 4 (their first token).
-    assert remaining(passed).count(4) == 2, remaining(passed)
+        passed = admitted(responses)
+        # Each worker's bucket holds 5 of the 10 and refills at 0.5/s: the server never
+        # admits more than the limit (10, plus what refilled while the burst went on).
+        assert len(passed) <= 10 + int(elapsed) + 1, (len(passed), elapsed)
+        assert {r.headers["ratelimit-policy"] for r in responses} == {'"per-key";q=5;w=10'}
+        # Both workers served: two buckets counted down side by side from 4 (their first
+        # token); one worker alone admits at most its 5.
+        counts = remaining(passed)
+        assert counts.count(4) in (1, 2), counts
+        spread.append(counts)
+        if counts.count(4) == 2:
+            break
+    assert spread[-1].count(4) == 2, spread
 
 
 def _require_redis() -> None:
