@@ -157,3 +157,30 @@ async def test_a_fold_of_an_organization_waits_while_another_holds_its_lock(app,
         assert await fold_organization(database, org.id) == 1
         assert await _marks(app, org.id) == []
         assert await _day(client, "sum") == 5
+
+
+async def test_an_organization_whose_fold_fails_does_not_hold_up_the_others(app, monkeypatch):
+    orgs = [await create_org(app, "fold one"), await create_org(app, "fold two")]
+    for org in orgs:
+        async with api_client(app, org.api_key) as client:
+            await _first_value(client)
+        assert len(await _marks(app, org.id)) == 1
+    import customer_metrics.queries.fold as fold_module
+
+    real, failed = fold_module.fold_organization, []
+
+    async def first_one_fails(database: Any, organization_id: int) -> int:
+        if organization_id in {o.id for o in orgs} and not failed:
+            failed.append(organization_id)  # whichever comes first (e.g. a metric deleted)
+            raise RuntimeError("metric deleted meanwhile")
+        return await real(database, organization_id)
+
+    monkeypatch.setattr(fold_module, "fold_organization", first_one_fails)
+    with pytest.raises(RuntimeError):
+        await fold_once(app.state.database)  # the failure is still reported, after the rest
+    [other] = [o for o in orgs if o.id not in failed]
+    assert await _marks(app, other.id) == []
+    assert len(await _marks(app, failed[0])) == 1
+    monkeypatch.undo()
+    await fold_once(app.state.database)
+    assert await _marks(app, failed[0]) == []

@@ -41,7 +41,15 @@ async def fold_once(database: Database) -> int:
         organizations = await organizations_with_marks_unscoped(session)
     finally:
         await session.close()
-    return sum([await fold_organization(database, org) for org in organizations])
+    total, failed = 0, None
+    for organization_id in organizations:
+        try:
+            total += await fold_organization(database, organization_id)
+        except Exception as error:  # e.g. a metric deleted meanwhile: fold the others still
+            failed = failed or error
+    if failed is not None:
+        raise failed
+    return total
 
 
 async def fold_forever(database: Database, interval_seconds: float) -> None:
