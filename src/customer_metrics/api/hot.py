@@ -43,7 +43,9 @@ class HotRoutes:
         self, app: ASGIApp, router: APIRouter, mounted: Sequence[tuple[str, APIRouter]]
     ) -> None:
         """`mounted`: the (prefix, router) pairs in the order the app included them, which is
-        the order its router tries their routes in (the app adds no routes of its own)."""
+        the order its router tries their routes in. (The app's own routes, FastAPI's
+        documentation pages, are tried before them, but none lies under a hot route's path;
+        the feature routers hold only APIRoutes.)"""
         self.app = app
         self._by_method: dict[str, list[_HotRoute]] = defaultdict(list)
         # FastAPI before 0.138 copies included routes into the app's router, with the prefix
