@@ -6,7 +6,6 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +155,20 @@ def column_rows(columns: dict[str, Any], name: str, constants: dict[str, Any]) -
 ROWS_PARAM = "rows_json"
 
 
-def json_rows(columns: dict[str, Any], name: str) -> Any:
+def json_rows(columns: dict[str, Any], name: str, constants: dict[str, Any] | None = None) -> Any:
     """SQLite: many rows as a FROM item (a CTE named `name`), sent as one JSON text of row
-    arrays (`json_each`) and parsed by SQLite; bind them with `json_rows_params`. (PostgreSQL
-    takes one array per column: `column_rows`.)"""
+    arrays (`json_each`) and parsed by SQLite; bind them with `json_rows_params`, and the
+    columns of `constants` (one value for every row) as plain parameters named after them.
+    One statement runs over all the rows without the driver's per-row work, and without
+    holding Python's lock meanwhile. (PostgreSQL takes one array per column: `column_rows`.)"""
     each = func.json_each(bindparam(ROWS_PARAM)).table_valued("value")
     fields = [
         func.json_extract(each.c.value, f"$[{i}]").label(column) for i, column in enumerate(columns)
     ]
-    return select(*fields).cte(name)
+    same = [
+        bindparam(column, type_=type_).label(column) for column, type_ in (constants or {}).items()
+    ]
+    return select(*same, *fields).cte(name)
 
 
 def json_rows_params(columns: dict[str, Any], values: dict[str, list[Any]]) -> dict[str, Any]:
@@ -196,37 +200,6 @@ def column_rows_params(
 def _array_item(type_: Any) -> Any:
     """What an array parameter of a column of this type holds (see `column_rows_params`)."""
     return Text() if isinstance(type_, ExactDecimal) else _plain(type_)
-
-
-def compiled_positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]]:
-    """SQLite: a statement's SQL text and the names of its `?` parameters in order, to run
-    with the driver's executemany over rows rendered by `stored_rows` (SQLAlchemy's own
-    executemany converts every value of every row through the column types, which costs
-    more than SQLite storing them)."""
-    compiled = statement.compile(dialect=dialect)
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
-def stored_rows(
-    names: tuple[str, ...],
-    types: dict[str, Any],
-    columns: dict[str, list[Any] | None],
-    constants: dict[str, Any],
-    count: int,
-) -> list[tuple[Any, ...]]:
-    """SQLite: `count` rows as tuples of the values `names` lists, each in the text form
-    SQLAlchemy stores its column's type in (so that they compare and read back like any
-    other). A name is taken from `constants` (one value for every row) or from `columns`
-    (one list per column; a column missing there is NULL in every row)."""
-    stored: list[Any] = []
-    for name in names:
-        if name in constants:
-            stored.append(repeat(_sqlite_stored(types[name], [constants[name]])[0], count))
-        elif (items := columns.get(name)) is None:
-            stored.append(repeat(None, count))
-        else:
-            stored.append(_sqlite_stored(types[name], items))
-    return list(zip(*stored, strict=True))
 
 
 def _sqlite_stored(type_: Any, items: list[Any]) -> list[Any]:

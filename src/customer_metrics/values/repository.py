@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     select,
     true,
 )
@@ -29,13 +30,13 @@ from customer_metrics.storage.database import Session
 from customer_metrics.storage.dialect import (
     column_rows,
     column_rows_params,
-    compiled_positional,
     date_text,
     first_per,
     json_array_of,
     json_of,
+    json_rows,
+    json_rows_params,
     renders_json,
-    stored_rows,
     upsert_insert,
     utc_text,
     writes_in_ctes,
@@ -349,35 +350,36 @@ _RENDERED_VIEW = _rendered_view()
 _RENDERED_VIEW_CHECKING_KEY = _checking_key(_rendered_view())
 
 
-@lru_cache(maxsize=4)
-def _record_rows_one_by_one(
-    dialect: Any,
-) -> tuple[tuple[str, tuple[str, ...]], str, tuple[str, tuple[str, ...]]]:
-    """`_record_rows` where writes cannot share a statement (SQLite), as SQL for the driver's
-    executemany: the observation upsert, and the current-value upsert (run with each
-    (customer, metric) pair's newest row). Both take the parameters the first one names.
-    Then the rollup marks (run with each pair's earliest row), with the names they take."""
+@lru_cache(maxsize=16)
+def _record_rows_json(present: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    """`_record_rows` where writes cannot share a statement (SQLite): three statements over
+    one JSON text of the rows (`json_rows`, holding the columns `present`; the others are
+    NULL), each run by SQLite over every row at once: the observation upsert, the
+    current-value upsert from each (customer, metric) pair's newest row, and the rollup
+    marks from each pair's earliest row."""
     insert = upsert_insert("sqlite")
-    # INSERT … SELECT with the columns named in one order (VALUES would follow each table's
-    # own); SQLite needs a WHERE before ON CONFLICT there (a parsing ambiguity).
-    row: Any = select(*(bindparam(c) for c in _ROW_COLUMNS)).where(true())
-    observations = insert(_obs).from_select(_ROW_COLUMNS, row)
+    rows = json_rows({c: _ROW_TYPES[c] for c in present}, "rows", _CONSTANT_TYPES)
+    fields = [rows.c[c] if c in rows.c else null().label(c) for c in _ROW_COLUMNS]
+    # SQLite needs a WHERE before ON CONFLICT after a FROM (a parsing ambiguity).
+    observations = insert(_obs).from_select(_ROW_COLUMNS, select(*fields).where(true()))
     observations = observations.on_conflict_do_update(
         index_elements=list(_obs.primary_key.columns),
         set_={c: observations.excluded[c] for c in _UPDATED},
     )
-    current = insert(_cur).from_select(_ROW_COLUMNS, row)
+    # With max() the only aggregate, SQLite takes the row's other (bare) columns from the
+    # row holding the maximum: each pair's newest row (observed_at is fixed-width text).
+    newest = [
+        func.max(f).label(c) if c == "observed_at" else f
+        for c, f in zip(_ROW_COLUMNS, fields, strict=True)
+    ]
+    pair = (rows.c.customer_ref, rows.c.metric_ref)
+    current = insert(_cur).from_select(_ROW_COLUMNS, select(*newest).where(true()).group_by(*pair))
     current = current.on_conflict_do_update(
         index_elements=list(_cur.primary_key.columns),
         set_={c: current.excluded[c] for c in (*_UPDATED, "observed_at")},
         where=_cur.c.observed_at <= current.excluded.observed_at,
     )
-    first = compiled_positional(observations, dialect)
-    second = compiled_positional(current, dialect)
-    assert first[1] == second[1], "both statements bind the row's columns in one order"
-    mark: Any = select(*(bindparam(c) for c in _MARKED)).where(true())
-    marks = compiled_positional(mark_changed(mark, "sqlite"), dialect)
-    return first, second[0], marks
+    return observations, current, _marks(rows, "sqlite")
 
 
 _REF_BY_CUSTOMER_ID = select(_customers.c.id).where(
@@ -394,29 +396,6 @@ def _current_row(r: Any) -> CurrentRow:
 
 def _stored(row: Any) -> StoredObservation:
     return StoredObservation(row.observed_at, row.recorded_at, row.source, _values(row))
-
-
-def _earliest_per_pair(rows: ObservationRows) -> dict[tuple[int, int], datetime]:
-    """Each (metric, customer) pair's earliest observed_at: where the rollup's fold starts."""
-    earliest: dict[tuple[int, int], datetime] = {}
-    for metric_ref, customer_ref, observed_at in zip(
-        rows.metric_refs, rows.customer_refs, rows.observed_at, strict=True
-    ):
-        known = earliest.get((metric_ref, customer_ref))
-        if known is None or observed_at < known:
-            earliest[(metric_ref, customer_ref)] = observed_at
-    return earliest
-
-
-def _newest_per_pair(rows: ObservationRows) -> list[int]:
-    """The index of each (customer, metric) pair's newest row (the later one on a tie)."""
-    newest: dict[tuple[int, int], int] = {}
-    observed = rows.observed_at
-    for i, pair in enumerate(zip(rows.customer_refs, rows.metric_refs, strict=True)):
-        j = newest.get(pair)
-        if j is None or observed[j] <= observed[i]:
-            newest[pair] = i
-    return sorted(newest.values())
 
 
 class ValueRepository:
@@ -505,26 +484,12 @@ class ValueRepository:
             params = {**column_rows_params(_ARRAY_TYPES, columns), **constants}
             await self._conn.execute(_record_rows(), params)
             return
-        (observations, names), current, (marks, marked) = _record_rows_one_by_one(
-            self._conn.dialect
-        )
-        stored = stored_rows(names, _ROW_TYPES, columns, constants, count)
-        await self._conn.exec_driver_sql(observations, stored)
-        earliest = _earliest_per_pair(rows)
-        pairs = sorted(earliest)  # (metric_ref, customer_ref): the key order
-        mark_columns: dict[str, list[Any] | None] = {
-            "metric_ref": [m for m, _ in pairs],
-            "customer_ref": [c for _, c in pairs],
-            "since": [earliest[p] for p in pairs],
-        }
-        org = {"organization_id": self._org}
-        await self._conn.exec_driver_sql(
-            marks, stored_rows(marked, _MARK_TYPES, mark_columns, org, len(pairs))
-        )
-        newest = _newest_per_pair(rows)
-        if len(newest) < count:
-            stored = [stored[i] for i in newest]
-        await self._conn.exec_driver_sql(current, stored)
+        sent = {c: items for c, items in columns.items() if items is not None}
+        present = tuple(c for c in _ARRAY_TYPES if c in sent)
+        types = {c: _ARRAY_TYPES[c] for c in present}
+        params = {**json_rows_params(types, sent), **constants}
+        for statement in _record_rows_json(present):
+            await self._conn.execute(statement, params)
 
     async def current_for_update(
         self, customer_ref: int, metric_ref: int
