@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from customer_metrics.values.batch import BatchService
 from tests.builders import create_metric, create_org, current_values
 from tests.conftest import api_client
 
@@ -274,3 +275,45 @@ async def test_batches_over_thousands_of_customers(client):
         if not (cursor := page["next_cursor"]):
             break
     assert len(ids) == 3000
+
+
+async def test_a_metric_archived_while_a_batch_is_checked_rejects_its_items(client, monkeypatch):
+    """A batch is checked before its write transaction begins, so on SQLite the write lock is
+    free meanwhile (the archive below would otherwise wait for it); what is stored is
+    judged again against the metric as it is then."""
+    await _setup(client)
+    check = BatchService.check
+    archived = []
+
+    async def check_then_archive(self, *args):
+        checked = await check(self, *args)
+        response = await client.patch("/customers/metrics/seats", json={"archived": True})
+        archived.append(response.status_code)
+        return checked
+
+    monkeypatch.setattr(BatchService, "check", check_then_archive)
+    response = await client.post(
+        URL,
+        json={
+            "values": [
+                {"customer_id": "acme", "metric": "arr", "value": 10},
+                {"customer_id": "acme", "metric": "seats", "value": 3},
+            ]
+        },
+    )
+    assert archived == [200]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert body["errors"][0]["index"] == 1
+    assert body["errors"][0]["detail"][0]["type"] == "metric_archived"
+    assert await current_values(client, "acme") == {"arr": 10}
+
+    monkeypatch.setattr(BatchService, "check", check)  # and an atomic batch stores nothing
+    await client.patch("/customers/metrics/seats", json={"archived": False})
+    monkeypatch.setattr(BatchService, "check", check_then_archive)
+    item = {"customer_id": "beta", "metric": "seats", "value": 4}
+    response = await client.post(URL, json={"values": [item], "atomic": True})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["detail"][0]["type"] == "metric_archived"
+    assert (await client.get("/customers/beta")).status_code == 404

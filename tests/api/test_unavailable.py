@@ -3,11 +3,17 @@ a 500."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import httpx
 import pytest
 
 from customer_metrics.main import create_app
 from customer_metrics.settings import Settings
+from customer_metrics.storage import dialect, migrate
+from tests.builders import create_org
+from tests.conftest import api_client, make_settings
 
 UNKNOWN_KEY = "cm_" + "A" * 40
 
@@ -84,3 +90,28 @@ async def test_a_connection_that_died_while_checked_out_is_released_quietly(back
         await session.connection.execute(select(1))
     assert lost.value.connection_invalidated
     await session.close()
+
+
+async def test_a_write_that_waits_out_sqlites_busy_timeout_is_503(tmp_path, monkeypatch):
+    """Another process holds SQLite's write lock longer than the busy timeout: the write is
+    refused as retryable (503), and goes through once the lock is free."""
+    monkeypatch.setattr(dialect, "SQLITE_BUSY_MS", 200)
+    settings = make_settings(tmp_path)
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        org = await create_org(app)
+        async with api_client(app, org.api_key) as client:
+            metric = {"name": "ARR", "data_type": "NUMBER"}
+            holder = sqlite3.connect(tmp_path / "customer-metrics.db", isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                refused = await client.post("/customers/metrics", json=metric)
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            created = await client.post("/customers/metrics", json=metric)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "unavailable"
+    assert refused.headers["retry-after"] == "1"
+    assert created.status_code == 201, created.text

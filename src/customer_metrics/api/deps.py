@@ -36,6 +36,22 @@ def checks_key_inline(endpoint: F) -> F:
     return endpoint
 
 
+def writes_after_checks(endpoint: F) -> F:
+    """Marks a write route that judges its body (reading only) before it writes: its write
+    transaction begins when the route says (`Session.begin_transaction`), not once the key
+    is known, so on SQLite the write lock is not held while it judges. A request with an
+    Idempotency-Key still begins at once: its key is claimed before anything else."""
+    endpoint.writes_after_checks = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def _begins_late(request: Request) -> bool:
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    return bool(getattr(endpoint, "writes_after_checks", False)) and (
+        "idempotency-key" not in request.headers
+    )
+
+
 RECHECK_STATE = "recheck"
 ADMITTED_STATE = "rate_limit_admitted"
 
@@ -142,12 +158,13 @@ async def confirm_remembered_key(request: Request) -> bool:
 
 async def enter_tenant(request: Request, session: Session, tenant: Tenant) -> None:
     """Once the tenant is known: the session acts for it (row-level security on PostgreSQL),
-    a write opens its transaction (the key lookup ran outside it) and claims its
-    Idempotency-Key. Reads (POST /customers/search too) store nothing."""
+    a write opens its transaction (the key lookup ran outside it; see `writes_after_checks`
+    for the one that opens it later) and claims its Idempotency-Key. Reads (POST
+    /customers/search too) store nothing."""
     request.state.tenant = tenant
     request.state._state[TENANT_ENTERED_STATE] = tenant
     session.scope(tenant.organization_id)
-    if not is_read(request):
+    if not is_read(request) and not _begins_late(request):
         await session.begin_transaction()
         await claim_key(request, session, tenant)
 

@@ -281,9 +281,23 @@ async def _shared_transaction() -> AsyncIterator[bool]:
 
 
 class SqliteSession(Session):
-    def __init__(self, connection: AsyncConnection) -> None:
+    """With `reads_first` (a write request's session, `lazy_transaction`), statements run in
+    a read transaction (a deferred BEGIN: no lock) until `begin_transaction()`; from then on
+    in a write transaction (BEGIN IMMEDIATE), which holds the database's one write lock to
+    the commit. The key lookup, and a route's checks before it writes, do not hold it."""
+
+    def __init__(self, connection: AsyncConnection, *, reads_first: bool = False) -> None:
         super().__init__()
         self.connection = connection
+        self._reads_first = reads_first
+
+    async def begin_transaction(self) -> None:
+        if not self._reads_first:
+            return
+        self._reads_first = False
+        if self.connection.in_transaction():
+            await self.connection.commit()  # the reads' transaction: nothing was written
+        await self.connection.execution_options(**{dialect.READ_ONLY: False})
 
     async def commit_now(self) -> None:
         await self.connection.commit()
@@ -360,10 +374,13 @@ class PostgresSession(Session):
 async def open_session(
     database: Database, *, read_only: bool, lazy_transaction: bool = False
 ) -> Session:
-    """With `lazy_transaction`, a PostgreSQL session runs each statement on its own until
-    `begin_transaction()`: reads need no transaction, and each round trip saved counts."""
+    """With `lazy_transaction`, a write session only reads until `begin_transaction()`: on
+    PostgreSQL each statement runs on its own (reads need no transaction, and each round
+    trip saved counts); on SQLite they share a read transaction, which takes no lock."""
     if database.is_sqlite:
-        return SqliteSession(await database.connect(read_only=read_only))
+        reads_first = lazy_transaction and not read_only
+        sqlite = await database.connect(read_only=read_only or reads_first)
+        return SqliteSession(sqlite, reads_first=reads_first)
     raw = await database.acquire()
     connection = native.NativeConnection(
         raw, autocommit=lazy_transaction, row_security=database.row_security

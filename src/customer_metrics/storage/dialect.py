@@ -28,11 +28,12 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
 
+from customer_metrics.errors import Unavailable
 from customer_metrics.storage.native import PLAN_EACH_TIME, SETTINGS
 from customer_metrics.storage.types import ExactDecimal, NativeArray, UTCDateTime
 
@@ -79,6 +80,9 @@ def native_dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+SQLITE_BUSY_MS = 30_000  # how long a write waits for SQLite's write lock before a 503
+
+
 def install_sqlite_transactions(engine: AsyncEngine) -> None:
     """WAL, busy timeout, foreign keys, and `BEGIN IMMEDIATE` for every write transaction.
 
@@ -94,11 +98,19 @@ def install_sqlite_transactions(engine: AsyncEngine) -> None:
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=FULL",
-            "PRAGMA busy_timeout=30000",
+            f"PRAGMA busy_timeout={SQLITE_BUSY_MS}",
             "PRAGMA foreign_keys=ON",
         ):
             cursor.execute(pragma)
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _busy(context: ExceptionContext) -> BaseException | None:
+        # The write lock stayed taken for the whole busy timeout: the database is busy, which
+        # a client may retry (503), not a failure of the request (500).
+        if "database is locked" in str(context.original_exception):
+            return Unavailable("The database is busy; retry shortly.")
+        return None
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:

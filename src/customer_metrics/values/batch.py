@@ -74,6 +74,19 @@ class _Checked:
         return {v[0] for v in self.values} | {i.customer_id for i in self.increments}
 
 
+@dataclass(slots=True)
+class CheckedBatch:
+    """A batch judged against the metrics as read (`BatchService.check`), ready to store."""
+
+    parsed: list[tuple[int, dict[str, Any]]]
+    malformed: BatchOutcome  # the items that failed the schema: whatever the metrics
+    metrics: dict[str, MetricRow]
+    atomic: bool
+    create: bool
+    checked: _Checked = field(default_factory=_Checked)
+    outcome: BatchOutcome = field(default_factory=BatchOutcome)
+
+
 class BatchService:
     def __init__(
         self,
@@ -91,22 +104,43 @@ class BatchService:
         self._customer_rules = customer_rules
         self._limits = limits
 
-    async def write(self, items: list[dict[str, Any]], atomic: bool, create: bool) -> BatchOutcome:
+    async def check(self, items: list[dict[str, Any]], atomic: bool, create: bool) -> CheckedBatch:
+        """Judges every item. It reads the metrics the items name and writes nothing, so it
+        may run before the write transaction (on SQLite, without holding the write lock).
+        Raises BatchRejected for an atomic batch with a bad item."""
         if len(items) > BATCH_MAX_ITEMS:
             raise InvalidRequest(
                 ("body", "values"), f"A batch holds at most {BATCH_MAX_ITEMS} items", "too_long"
             )
-        outcome = BatchOutcome()
-        parsed = self._parse(items, outcome)
+        malformed = BatchOutcome()
+        parsed = self._parse(items, malformed)
         metrics = await resolve_refs(self._metrics, [item["metric"] for _, item in parsed])
-        checked = self._check(parsed, metrics, outcome)
-        refs = await self._customer_refs(checked, create, outcome)
-        if atomic and outcome.errors:
+        batch = CheckedBatch(parsed, malformed, metrics, atomic, create)
+        self._judge(batch)
+        if atomic and batch.outcome.errors:
+            raise BatchRejected(batch.outcome)
+        return batch
+
+    async def store(self, batch: CheckedBatch) -> BatchOutcome:
+        """Stores what `check` accepted; run inside the write transaction. The metrics are
+        read again first: when one changed meanwhile (archived, retyped, deleted, created),
+        every item is judged again, as if the batch had arrived after the change."""
+        metrics = await resolve_refs(self._metrics, [item["metric"] for _, item in batch.parsed])
+        if metrics != batch.metrics:
+            batch.metrics = metrics
+            self._judge(batch)
+        outcome = batch.outcome
+        refs = await self._customer_refs(batch.checked, batch.create, outcome)
+        if batch.atomic and outcome.errors:
             raise BatchRejected(outcome)
-        outcome.accepted = await self._store(checked, refs, outcome)
-        if atomic and outcome.errors:
+        outcome.accepted = await self._store(batch.checked, refs, outcome)
+        if batch.atomic and outcome.errors:
             raise BatchRejected(outcome)
         return outcome
+
+    def _judge(self, batch: CheckedBatch) -> None:
+        batch.outcome = BatchOutcome(errors=dict(batch.malformed.errors))
+        batch.checked = self._check(batch.parsed, batch.metrics, batch.outcome)
 
     def _parse(
         self, items: list[dict[str, Any]], outcome: BatchOutcome

@@ -16,6 +16,7 @@ from customer_metrics.api.deps import (
     db_session,
     reuses_lookups,
     session_and_tenant,
+    writes_after_checks,
 )
 from customer_metrics.api.hot import hot
 from customer_metrics.api.openapi import CUSTOMER_REF, METRIC_REF, errors, links
@@ -231,6 +232,7 @@ def _batch_body(outcome: BatchOutcome) -> dict[str, object]:
         **errors(409, 415),
     },
 )
+@writes_after_checks
 @hot
 async def write_values_batch(
     body: BatchWrite,
@@ -239,7 +241,9 @@ async def write_values_batch(
     request: Request,
 ) -> ExactJSONResponse:
     try:
-        outcome = await service.write(body.values, body.atomic, body.create_customers)
+        checked = await service.check(body.values, body.atomic, body.create_customers)
+        await session.begin_transaction()
+        outcome = await service.store(checked)
     except BatchRejected as rejected:
         # Nothing was stored: FastAPI's 422 shape, plus the same per-item report.
         errors = sorted(rejected.outcome.errors.items())
