@@ -317,3 +317,38 @@ async def test_a_metric_archived_while_a_batch_is_checked_rejects_its_items(clie
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["detail"][0]["type"] == "metric_archived"
     assert (await client.get("/customers/beta")).status_code == 404
+
+
+@pytest.mark.parametrize("create", [True, False])
+async def test_a_customer_erased_while_a_batch_is_checked(client, monkeypatch, create):
+    """The batch found the customer when it was checked; by the time it writes, the customer
+    is gone: it is created again (or, without create_customers, its item is rejected), and
+    the erased customer's old values do not come back."""
+    await _setup(client)
+    old = [{"customer_id": c, "metric": "arr", "value": 1} for c in ("acme", "beta")]
+    assert (await client.post(URL, json={"values": old})).status_code == 200
+    check = BatchService.check
+    erased = []
+
+    async def check_then_erase(self, *args):
+        checked = await check(self, *args)
+        erased.append((await client.delete("/customers/beta")).status_code)
+        return checked
+
+    monkeypatch.setattr(BatchService, "check", check_then_erase)
+    items = [
+        {"customer_id": "acme", "metric": "arr", "value": 2},
+        {"customer_id": "beta", "metric": "seats", "value": 5},
+    ]
+    response = await client.post(URL, json={"values": items, "create_customers": create})
+    assert erased == [204]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert await current_values(client, "acme") == {"arr": 2}
+    if create:
+        assert (body["accepted"], body["rejected"]) == (2, 0)
+        assert await current_values(client, "beta") == {"seats": 5}
+    else:
+        assert (body["accepted"], body["rejected"]) == (1, 1)
+        assert body["errors"][0]["detail"][0]["type"] == "not_found"
+        assert (await client.get("/customers/beta")).status_code == 404

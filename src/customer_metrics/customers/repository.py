@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, func, or_, select, update
+from sqlalchemy import BigInteger, Text, bindparam, delete, func, or_, select, update
 
 from customer_metrics.storage import counters
 from customer_metrics.storage.database import Session
@@ -23,6 +23,12 @@ _REF_OF = select(_t.c.id).where(
     _t.c.organization_id == bindparam("org"), _t.c.customer_id == bindparam("customer_id")
 )
 _current = table_of(CurrentValue)
+
+
+@lru_cache(maxsize=2)
+def _count_refs(dialect_name: str) -> Any:
+    present = in_list(_t.c.id, "refs", BigInteger(), dialect_name)
+    return select(func.count()).where(_t.c.organization_id == bindparam("org"), present)
 
 
 @lru_cache(maxsize=2)
@@ -72,6 +78,15 @@ class CustomerRepository:
         params = {"org": self._org, "ids": in_list_param(customer_ids, dialect_name)}
         rows = await self._conn.execute(_refs_of(dialect_name), params)
         return {customer_id: ref for customer_id, ref in rows}
+
+    async def all_exist(self, refs: list[int]) -> bool:
+        """Whether every customer of `refs` (distinct) is still there (none was erased)."""
+        if not refs:
+            return True
+        dialect_name = self._conn.dialect.name
+        params = {"org": self._org, "refs": in_list_param(refs, dialect_name)}
+        count = (await self._conn.execute(_count_refs(dialect_name), params)).scalar_one()
+        return int(count) == len(refs)
 
     async def insert_many_if_absent(self, customer_ids: list[str], now: datetime) -> None:
         """Creates every customer not there yet, numbered from one counter bump."""

@@ -23,7 +23,7 @@ from customer_metrics.values.prepare import (
     prepare_value,
     prepare_write,
 )
-from customer_metrics.values.repository import ObservationRows, ValueRepository
+from customer_metrics.values.repository import ObservationRows, PreparedRows, ValueRepository
 from customer_metrics.values.schemas import BATCH_MAX_ITEMS, BatchItem, BatchItemFields
 from customer_metrics.values.service import ValueService
 from customer_metrics.values.typed import COLUMN_OF
@@ -85,6 +85,12 @@ class CheckedBatch:
     create: bool
     checked: _Checked = field(default_factory=_Checked)
     outcome: BatchOutcome = field(default_factory=BatchOutcome)
+    # What `_prepare` found: the customers that exist (id → ref), those to create, and the
+    # values of the first ready to write; the values of the second wait for their refs.
+    refs: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    prepared: PreparedRows | None = None
+    waiting: list[_Value] = field(default_factory=list)
 
 
 class BatchService:
@@ -105,9 +111,10 @@ class BatchService:
         self._limits = limits
 
     async def check(self, items: list[dict[str, Any]], atomic: bool, create: bool) -> CheckedBatch:
-        """Judges every item. It reads the metrics the items name and writes nothing, so it
-        may run before the write transaction (on SQLite, without holding the write lock).
-        Raises BatchRejected for an atomic batch with a bad item."""
+        """Judges every item and makes the rows to write. It reads (the metrics and customers
+        the items name) and writes nothing, so it may run before the write transaction: on
+        SQLite the write lock is not held meanwhile. Raises BatchRejected for an atomic
+        batch with a bad item."""
         if len(items) > BATCH_MAX_ITEMS:
             raise InvalidRequest(
                 ("body", "values"), f"A batch holds at most {BATCH_MAX_ITEMS} items", "too_long"
@@ -116,31 +123,57 @@ class BatchService:
         parsed = self._parse(items, malformed)
         metrics = await resolve_refs(self._metrics, [item["metric"] for _, item in parsed])
         batch = CheckedBatch(parsed, malformed, metrics, atomic, create)
-        self._judge(batch)
+        await self._judge(batch)
         if atomic and batch.outcome.errors:
             raise BatchRejected(batch.outcome)
         return batch
 
     async def store(self, batch: CheckedBatch) -> BatchOutcome:
-        """Stores what `check` accepted; run inside the write transaction. The metrics are
-        read again first: when one changed meanwhile (archived, retyped, deleted, created),
-        every item is judged again, as if the batch had arrived after the change."""
+        """Stores what `check` accepted; run inside the write transaction. What `check` read
+        is read again first: when a metric changed meanwhile (archived, retyped, deleted,
+        created) or a customer was erased, every item is judged again, as if the batch had
+        arrived after the change."""
         metrics = await resolve_refs(self._metrics, [item["metric"] for _, item in batch.parsed])
-        if metrics != batch.metrics:
+        if metrics != batch.metrics or not await self._customers.all_exist(
+            sorted(set(batch.refs.values()))
+        ):
             batch.metrics = metrics
-            self._judge(batch)
+            await self._judge(batch)
         outcome = batch.outcome
-        refs = await self._customer_refs(batch.checked, batch.create, outcome)
         if batch.atomic and outcome.errors:
             raise BatchRejected(outcome)
-        outcome.accepted = await self._store(batch.checked, refs, outcome)
+        refs = batch.refs
+        if batch.missing:  # create_customers: the rest of the values once they have refs
+            await self._customers.insert_many_if_absent(batch.missing, clock.now())
+            refs = {**refs, **await self._customers.refs_of(batch.missing)}
+            await self._value_repo.record_rows(_rows(batch.waiting, refs, clock.now()))
+        if batch.prepared is not None:
+            await self._value_repo.record_prepared(batch.prepared)
+        outcome.accepted = sum(1 for v in batch.checked.values if v[0] in refs)
+        outcome.accepted += await self._apply_increments(batch.checked, refs, outcome)
         if batch.atomic and outcome.errors:
             raise BatchRejected(outcome)
         return outcome
 
-    def _judge(self, batch: CheckedBatch) -> None:
+    async def _judge(self, batch: CheckedBatch) -> None:
         batch.outcome = BatchOutcome(errors=dict(batch.malformed.errors))
         batch.checked = self._check(batch.parsed, batch.metrics, batch.outcome)
+        await self._prepare(batch)
+
+    async def _prepare(self, batch: CheckedBatch) -> None:
+        """The customers' refs, and the rows of those that exist, made ready to write."""
+        checked, outcome = batch.checked, batch.outcome
+        wanted = sorted(checked.customer_ids())
+        refs = await self._customers.refs_of(wanted)
+        missing = [customer_id for customer_id in wanted if customer_id not in refs]
+        if missing and not batch.create:
+            _reject_unknown(checked, set(missing), outcome)
+            missing = []
+        values = _latest(checked.values)
+        known = [v for v in values if v[0] in refs]
+        batch.refs, batch.missing = refs, missing
+        batch.waiting = [v for v in values if v[0] not in refs] if missing else []
+        batch.prepared = self._value_repo.prepare_rows(_rows(known, refs, clock.now()))
 
     def _parse(
         self, items: list[dict[str, Any]], outcome: BatchOutcome
@@ -208,36 +241,13 @@ class BatchService:
             checked.values.append((customer_id, metric, observed_at, source, value, index))
         return checked
 
-    async def _customer_refs(
-        self, checked: _Checked, create: bool, outcome: BatchOutcome
-    ) -> dict[str, int]:
-        wanted = sorted(checked.customer_ids())
-        refs = await self._customers.refs_of(wanted)
-        missing = [customer_id for customer_id in wanted if customer_id not in refs]
-        if missing and create:
-            await self._customers.insert_many_if_absent(missing, clock.now())
-            refs.update(await self._customers.refs_of(missing))
-        elif missing:
-            absent = set(missing)
-            rejected = [(v[5], v[0]) for v in checked.values if v[0] in absent]
-            rejected += [
-                (i.index, i.customer_id) for i in checked.increments if i.customer_id in absent
-            ]
-            for index, customer_id in sorted(rejected):
-                outcome.reject(
-                    index,
-                    ("body", "values", index, "customer_id"),
-                    f"No customer {customer_id!r} (create_customers is false)",
-                    "not_found",
-                )
-        return refs
-
-    async def _store(self, checked: _Checked, refs: dict[str, int], outcome: BatchOutcome) -> int:
-        """Stores the checked items of known customers; returns how many were accepted."""
-        values = [v for v in checked.values if v[0] in refs]
-        await self._value_repo.record_rows(_rows(_latest(values), refs, clock.now()))
-        accepted = len(values)
-        for c in checked.increments:  # after the plain values, in the order sent
+    async def _apply_increments(
+        self, checked: _Checked, refs: dict[str, int], outcome: BatchOutcome
+    ) -> int:
+        """The increments of known customers, after the plain values, in the order sent;
+        returns how many were accepted."""
+        accepted = 0
+        for c in checked.increments:
             if c.customer_id not in refs:
                 continue
             try:
@@ -249,6 +259,19 @@ class BatchService:
             else:
                 accepted += 1
         return accepted
+
+
+def _reject_unknown(checked: _Checked, absent: set[str], outcome: BatchOutcome) -> None:
+    """create_customers is false: each item naming a customer that does not exist."""
+    rejected = [(v[5], v[0]) for v in checked.values if v[0] in absent]
+    rejected += [(i.index, i.customer_id) for i in checked.increments if i.customer_id in absent]
+    for index, customer_id in sorted(rejected):
+        outcome.reject(
+            index,
+            ("body", "values", index, "customer_id"),
+            f"No customer {customer_id!r} (create_customers is false)",
+            "not_found",
+        )
 
 
 def _latest(values: list[_Value]) -> list[_Value]:

@@ -98,6 +98,14 @@ class ObservationRows:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """Observations to store as the database takes them: `ValueRepository.prepare_rows`."""
+
+    statements: tuple[Any, ...]
+    params: dict[str, Any]
+
+
 class CurrentRow(NamedTuple):  # a tuple: made 50 times per agent view, cheaper than a dataclass
     metric_ref: int
     key: str
@@ -469,9 +477,11 @@ class ValueRepository:
     async def record_rows(self, rows: ObservationRows) -> None:
         """Bulk `record`: every row's observation stored, and each (customer, metric) pair's
         current value moved forward to its newest row when that is at least as new."""
-        count = len(rows.customer_refs)
-        if not count:
-            return
+        await self.record_prepared(self.prepare_rows(rows))
+
+    def prepare_rows(self, rows: ObservationRows) -> PreparedRows:
+        """`record_rows` in two steps: the parameters, made in Python without the database
+        (a batch makes them before its write transaction), then `record_prepared`."""
         columns: dict[str, list[Any] | None] = {
             "customer_ref": rows.customer_refs,
             "metric_ref": rows.metric_refs,
@@ -480,16 +490,21 @@ class ValueRepository:
             **rows.values,
         }
         constants = {"organization_id": self._org, "recorded_at": rows.recorded_at}
+        if not rows.customer_refs:
+            return PreparedRows((), {})
         if writes_in_ctes(self._conn.dialect.name):
             params = {**column_rows_params(_ARRAY_TYPES, columns), **constants}
-            await self._conn.execute(_record_rows(), params)
-            return
+            return PreparedRows((_record_rows(),), params)
         sent = {c: items for c, items in columns.items() if items is not None}
         present = tuple(c for c in _ARRAY_TYPES if c in sent)
         types = {c: _ARRAY_TYPES[c] for c in present}
-        params = {**json_rows_params(types, sent), **constants}
-        for statement in _record_rows_json(present):
-            await self._conn.execute(statement, params)
+        return PreparedRows(
+            _record_rows_json(present), {**json_rows_params(types, sent), **constants}
+        )
+
+    async def record_prepared(self, prepared: PreparedRows) -> None:
+        for statement in prepared.statements:
+            await self._conn.execute(statement, prepared.params)
 
     async def current_for_update(
         self, customer_ref: int, metric_ref: int
