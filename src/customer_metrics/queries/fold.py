@@ -19,10 +19,11 @@ log = logging.getLogger("customer_metrics.queries")
 
 
 async def fold_organization(database: Database, organization_id: int) -> int:
-    """Folds every customer marked in the organization, a batch per transaction."""
+    """Folds every customer marked in the organization, a batch per transaction (which, on
+    SQLite, begins only once the batch's changes are computed: see RollupRepository.fold)."""
     total = 0
     while True:
-        session = await open_session(database, read_only=False)
+        session = await open_session(database, read_only=False, lazy_transaction=True)
         try:
             session.scope(organization_id)
             folded = await RollupRepository(session, Tenant(organization_id, 0)).fold()

@@ -7,8 +7,10 @@ not folded yet, in one statement (one snapshot), so answers are exact whenever f
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -37,6 +39,7 @@ from customer_metrics.queries.rollup import PERIOD, Totals, changes, exact, numb
 from customer_metrics.storage import dialect
 from customer_metrics.storage.database import Session
 from customer_metrics.storage.models import (
+    Counter,
     Observation,
     Rollup,
     RollupDirty,
@@ -50,6 +53,11 @@ _obs = table_of(Observation)
 _totals = table_of(Rollup)
 _rows = table_of(RollupRow)
 _dirty = table_of(RollupDirty)
+_counters = table_of(Counter)
+_FOLD_COUNTER = "fold"  # SQLite: bumped by every fold that writes (`_take_turn`)
+_FOLDS = select(_counters.c.value).where(
+    _counters.c.organization_id == bindparam("org"), _counters.c.name == _FOLD_COUNTER
+)
 
 _TRUTH, _COUNTED, _TOTAL = 0, 1, 2
 _PAIR_TYPES = {
@@ -233,18 +241,24 @@ class RollupRepository:
     async def fold(self, limit: int = FOLD_BATCH) -> int:
         """Moves up to `limit` marked customers' changes into the totals, in one transaction;
         the number folded (0 when another fold of this organization is under way)."""
+        if not dialect.writes_in_ctes(self._dialect):
+            return await self._fold_here(limit)
+        # PostgreSQL: the whole batch is one statement; the worker only starts it.
         await self._session.begin_transaction()
-        lock = dialect.fold_lock(self._org, self._dialect)  # SQLite: writers take turns anyway
+        lock = dialect.fold_lock(self._org, self._dialect)
         if lock is not None and not (await self._conn.execute(lock)).scalar():
             return 0
-        if dialect.writes_in_ctes(self._dialect):
-            # PostgreSQL: the whole batch is one statement; the worker only starts it.
-            params = {"organization_id": self._org, "limit": limit}
-            return int((await self._conn.execute(_fold_statement(), params)).scalar_one())
-        # SQLite: the rows are read back and the differences computed here.
-        # Read, not taken: writers of the marked customers go on meanwhile. The rows read
-        # next are at least as new as every write whose mark was read (a write marks in its
-        # own transaction); a write after that bumps its mark, which then stays.
+        params = {"organization_id": self._org, "limit": limit}
+        return int((await self._conn.execute(_fold_statement(), params)).scalar_one())
+
+    async def _fold_here(self, limit: int) -> int:
+        """SQLite: the marks and rows are read and the differences computed here, before the
+        write transaction (a read transaction takes no lock: writers go on meanwhile). In it,
+        only the customers whose mark is unchanged are folded; one written since keeps its
+        mark for the next fold. The `fold` counter, read first and bumped at the end, makes
+        a fold that another fold of the organization overtook (another worker's) fold
+        nothing."""
+        started = int((await self._conn.execute(_FOLDS, {"org": self._org})).scalar() or 0)
         chosen = (
             select(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.since, _dirty.c.version)
             .where(_dirty.c.organization_id == self._org)
@@ -265,34 +279,53 @@ class RollupRepository:
         found: dict[Pair, list[Any]] = defaultdict(list)
         for row in await self._conn.execute(stmt, params):
             found[(int(row[1]), int(row[2]))].append(row)
-        await self._apply([m[:3] for m in marks], found)
-        # Last, so the marks (and a writer marking one again) are held only until the commit.
-        key = tuple_(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.version)
-        for chunk in dialect.chunks([(m[0], m[1], m[3]) for m in marks], 500):
-            await self._conn.execute(
-                delete(_dirty).where(_dirty.c.organization_id == self._org, key.in_(chunk))
-            )
-        return len(marks)
-
-    async def _apply(self, marks: list[Any], found: dict[Pair, list[Any]]) -> None:
+        changed = await _changes_per_pair([m[:3] for m in marks], found)
+        await self._session.begin_transaction()
+        if not await self._take_turn(started):
+            return 0
+        unchanged = await self._take_marks(marks)
         deltas: dict[tuple[int, datetime], Totals] = defaultdict(Totals)
         put: list[tuple[int, int, datetime, Decimal | None]] = []
         drop: list[tuple[int, int, datetime]] = []
         with exact():
-            for metric_ref, customer_ref, since in marks:
-                rows = found.get((metric_ref, customer_ref), [])
-                for sign, observed_at, totals in _pair_changes(rows, since):
-                    deltas[(metric_ref, period_of(observed_at))].add(totals, sign)
-                now = {r[4]: number(r[5], r[6]) for r in rows if r[0] == _TRUTH and r[4] >= since}
-                was = {r[4]: number(r[5], None) for r in rows if r[0] == _COUNTED and r[4] >= since}
-                put += [
-                    (metric_ref, customer_ref, t, v)
-                    for t, v in now.items()
-                    if was.get(t, v) != v or t not in was
-                ]
-                drop += [(metric_ref, customer_ref, t) for t in was if t not in now]
+            for pair in unchanged:
+                change = changed[pair]
+                for key, totals, sign in change.deltas:
+                    deltas[key].add(totals, sign)
+                put += change.put
+                drop += change.drop
             await self._apply_totals(deltas)
         await self._apply_rows(put, drop)
+        return len(marks)
+
+    async def _take_turn(self, started: int) -> bool:
+        """Bumps the organization's `fold` counter from the value read when this fold began;
+        False when another fold bumped it since (and folded what this one read)."""
+        insert = dialect.upsert_insert(self._dialect)
+        stmt = (
+            insert(_counters)
+            .values(organization_id=self._org, name=_FOLD_COUNTER, value=started + 1)
+            .on_conflict_do_update(
+                index_elements=[_counters.c.organization_id, _counters.c.name],
+                set_={"value": _counters.c.value + 1},
+                where=_counters.c.value == started,
+            )
+            .returning(_counters.c.value)
+        )
+        return (await self._conn.execute(stmt)).first() is not None
+
+    async def _take_marks(self, marks: list[Any]) -> list[Pair]:
+        """Removes the marks read that no write has marked again since; their pairs."""
+        key = tuple_(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.version)
+        taken: list[Pair] = []
+        for chunk in dialect.chunks([(m[0], m[1], m[3]) for m in marks], 500):
+            stmt = (
+                delete(_dirty)
+                .where(_dirty.c.organization_id == self._org, key.in_(chunk))
+                .returning(_dirty.c.metric_ref, _dirty.c.customer_ref)
+            )
+            taken += [(int(r[0]), int(r[1])) for r in await self._conn.execute(stmt)]
+        return taken
 
     async def _apply_totals(self, deltas: dict[tuple[int, datetime], Totals]) -> None:
         if not deltas:
@@ -551,6 +584,43 @@ def _from_sums(sums: Any) -> Totals:
         int(snap_count or 0),
         Decimal(snap_sum or 0),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _PairChange:
+    """What folding one marked pair does: totals to add (by metric and period, with a sign)
+    and the counted rows to write and to remove."""
+
+    deltas: list[tuple[tuple[int, datetime], Totals, int]]
+    put: list[tuple[int, int, datetime, Decimal | None]]
+    drop: list[tuple[int, int, datetime]]
+
+
+async def _changes_per_pair(
+    marks: list[Any], found: dict[Pair, list[Any]]
+) -> dict[Pair, _PairChange]:
+    """Each marked pair's change, from its rows as read; the event loop turns every few
+    pairs (a fold reads up to 2,000 customers' rows, all their changes since the last)."""
+    result: dict[Pair, _PairChange] = {}
+    with exact():
+        for n, (metric_ref, customer_ref, since) in enumerate(marks):
+            if n % 50 == 49:
+                await asyncio.sleep(0)
+            rows = found.get((metric_ref, customer_ref), [])
+            deltas = [
+                ((metric_ref, period_of(observed_at)), totals, sign)
+                for sign, observed_at, totals in _pair_changes(rows, since)
+            ]
+            now = {r[4]: number(r[5], r[6]) for r in rows if r[0] == _TRUTH and r[4] >= since}
+            was = {r[4]: number(r[5], None) for r in rows if r[0] == _COUNTED and r[4] >= since}
+            put = [
+                (metric_ref, customer_ref, t, v)
+                for t, v in now.items()
+                if was.get(t, v) != v or t not in was
+            ]
+            drop = [(metric_ref, customer_ref, t) for t in was if t not in now]
+            result[(metric_ref, customer_ref)] = _PairChange(deltas, put, drop)
+    return result
 
 
 def _pair_changes(rows: list[Any], since: datetime) -> list[tuple[int, datetime, Totals]]:
