@@ -102,21 +102,29 @@ async def test_a_mark_written_again_while_a_fold_runs_survives_it(app, backend, 
             assert await fold == 1
         else:
             # SQLite: the fold computes its changes before its write transaction, holding no
-            # lock; the customer is written again meanwhile, and commits.
+            # lock; the customer is written again meanwhile, and commits (each time the fold
+            # computes without the lock, as a client sending the same customers would).
             compute = rollup_repository._changes_per_pair
+            writes = []
 
             async def written_meanwhile(*args: Any) -> Any:
                 changed = await compute(*args)
-                await asyncio.wait_for(write_value(client, "acme", "arr", **later), 10)
+                if not writes:  # the second computation is the one under the write lock
+                    writes.append(later)
+                    await asyncio.wait_for(write_value(client, "acme", "arr", **later), 10)
                 return changed
 
             monkeypatch.setattr(rollup_repository, "_changes_per_pair", written_meanwhile)
+            # The customer is read and computed again under the lock: folded all the same,
+            # so a fold moves on however often its customers are written.
             assert await fold_organization(database, org.id) == 1
             monkeypatch.undo()
+            assert writes == [later]
+            assert await _marks(app, org.id) == []
 
-        # The mark the fold read was written again: it stays, for the next fold.
-        [(*_, version_after)] = await _marks(app, org.id)
-        assert version_after > version
+        if backend.name == "postgres":  # the mark the fold read was written again: it stays
+            [(*_, version_after)] = await _marks(app, org.id)
+            assert version_after > version
         for _ in range(2):  # as it stands, then folded
             assert await _day(client, "sum") == 23
             assert await _day(client, "count") == 3

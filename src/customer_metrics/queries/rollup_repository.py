@@ -54,6 +54,7 @@ _totals = table_of(Rollup)
 _rows = table_of(RollupRow)
 _dirty = table_of(RollupDirty)
 _counters = table_of(Counter)
+_MARK_COLUMNS = (_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.since, _dirty.c.version)
 _FOLD_COUNTER = "fold"  # SQLite: bumped by every fold that writes (`_take_turn`)
 _FOLDS = select(_counters.c.value).where(
     _counters.c.organization_id == bindparam("org"), _counters.c.name == _FOLD_COUNTER
@@ -239,8 +240,9 @@ class RollupRepository:
     # -- folding ---------------------------------------------------------------------------
 
     async def fold(self, limit: int = FOLD_BATCH) -> int:
-        """Moves up to `limit` marked customers' changes into the totals, in one transaction;
-        the number folded (0 when another fold of this organization is under way)."""
+        """Moves up to `limit` marked customers' changes into the totals, in one write
+        transaction; the number folded (0 when another fold of this organization is under
+        way, or overtook this one)."""
         if not dialect.writes_in_ctes(self._dialect):
             return await self._fold_here(limit)
         # PostgreSQL: the whole batch is one statement; the worker only starts it.
@@ -254,13 +256,14 @@ class RollupRepository:
     async def _fold_here(self, limit: int) -> int:
         """SQLite: the marks and rows are read and the differences computed here, before the
         write transaction (a read transaction takes no lock: writers go on meanwhile). In it,
-        only the customers whose mark is unchanged are folded; one written since keeps its
-        mark for the next fold. The `fold` counter, read first and bumped at the end, makes
-        a fold that another fold of the organization overtook (another worker's) fold
-        nothing."""
+        the customers whose mark is unchanged are folded as computed; those written since
+        are read and computed again, under the lock, so that every fold moves on however
+        often its customers are written. The `fold` counter, read first and bumped in the
+        write transaction, makes a fold that another fold of the organization overtook
+        (another worker's) fold nothing."""
         started = int((await self._conn.execute(_FOLDS, {"org": self._org})).scalar() or 0)
         chosen = (
-            select(_dirty.c.metric_ref, _dirty.c.customer_ref, _dirty.c.since, _dirty.c.version)
+            select(*_MARK_COLUMNS)
             .where(_dirty.c.organization_id == self._org)
             .order_by(_dirty.c.metric_ref, _dirty.c.customer_ref)
             .limit(limit)
@@ -268,6 +271,46 @@ class RollupRepository:
         marks = list((await self._conn.execute(chosen)).all())
         if not marks:
             return 0
+        changed = await _changes_per_pair(marks, await self._rows_since(marks))
+        await self._session.begin_transaction()
+        if not await self._take_turn(started):
+            return 0
+        taken = await self._take_marks(marks)
+        if len(taken) < len(marks):  # written meanwhile: their marks as they are now
+            done = set(taken)
+            left = [(m[0], m[1]) for m in marks if (m[0], m[1]) not in done]
+            again = await self._marks_of(left)
+            changed.update(await _changes_per_pair(again, await self._rows_since(again)))
+            taken += await self._take_marks(again)
+        deltas: dict[tuple[int, datetime], Totals] = defaultdict(Totals)
+        put: list[tuple[int, int, datetime, Decimal | None]] = []
+        drop: list[tuple[int, int, datetime]] = []
+        with exact():
+            for pair in taken:
+                change = changed[pair]
+                for key, totals, sign in change.deltas:
+                    deltas[key].add(totals, sign)
+                put += change.put
+                drop += change.drop
+            await self._apply_totals(deltas)
+        await self._apply_rows(put, drop)
+        return len(taken)
+
+    async def _marks_of(self, pairs: list[Pair]) -> list[Any]:
+        """The marks of these (metric, customer) pairs that are there, as `_fold_here` reads
+        them."""
+        key = tuple_(_dirty.c.metric_ref, _dirty.c.customer_ref)
+        marks: list[Any] = []
+        for chunk in dialect.chunks(pairs, 500):
+            stmt = select(*_MARK_COLUMNS).where(
+                _dirty.c.organization_id == self._org, key.in_(chunk)
+            )
+            marks += (await self._conn.execute(stmt)).all()
+        return marks
+
+    async def _rows_since(self, marks: list[Any]) -> dict[Pair, list[Any]]:
+        """Each marked pair's rows (observations and counted rows) from its `since` on, with
+        the one before."""
         columns = {
             "metric_ref": [m[0] for m in marks],
             "customer_ref": [m[1] for m in marks],
@@ -279,24 +322,7 @@ class RollupRepository:
         found: dict[Pair, list[Any]] = defaultdict(list)
         for row in await self._conn.execute(stmt, params):
             found[(int(row[1]), int(row[2]))].append(row)
-        changed = await _changes_per_pair([m[:3] for m in marks], found)
-        await self._session.begin_transaction()
-        if not await self._take_turn(started):
-            return 0
-        unchanged = await self._take_marks(marks)
-        deltas: dict[tuple[int, datetime], Totals] = defaultdict(Totals)
-        put: list[tuple[int, int, datetime, Decimal | None]] = []
-        drop: list[tuple[int, int, datetime]] = []
-        with exact():
-            for pair in unchanged:
-                change = changed[pair]
-                for key, totals, sign in change.deltas:
-                    deltas[key].add(totals, sign)
-                put += change.put
-                drop += change.drop
-            await self._apply_totals(deltas)
-        await self._apply_rows(put, drop)
-        return len(marks)
+        return found
 
     async def _take_turn(self, started: int) -> bool:
         """Bumps the organization's `fold` counter from the value read when this fold began;
@@ -603,7 +629,7 @@ async def _changes_per_pair(
     pairs (a fold reads up to 2,000 customers' rows, all their changes since the last)."""
     result: dict[Pair, _PairChange] = {}
     with exact():
-        for n, (metric_ref, customer_ref, since) in enumerate(marks):
+        for n, (metric_ref, customer_ref, since, *_) in enumerate(marks):
             if n % 50 == 49:
                 await asyncio.sleep(0)
             rows = found.get((metric_ref, customer_ref), [])

@@ -142,13 +142,15 @@ class BatchService:
         outcome = batch.outcome
         if batch.atomic and outcome.errors:
             raise BatchRejected(outcome)
-        refs = batch.refs
+        refs, now = batch.refs, clock.now()
         if batch.missing:  # create_customers: the rest of the values once they have refs
-            await self._customers.insert_many_if_absent(batch.missing, clock.now())
-            refs = {**refs, **await self._customers.refs_of(batch.missing)}
-            await self._value_repo.record_rows(_rows(batch.waiting, refs, clock.now()))
+            refs = {**refs, **await self._customers.refs_of(batch.missing)}  # made meanwhile?
+            new = [customer_id for customer_id in batch.missing if customer_id not in refs]
+            await self._customers.insert_many_if_absent(new, now)
+            refs.update(await self._customers.refs_of(new))
+            await self._value_repo.record_rows(_rows(batch.waiting, refs, now))
         if batch.prepared is not None:
-            await self._value_repo.record_prepared(batch.prepared)
+            await self._value_repo.record_prepared(batch.prepared, recorded_at=now)
         outcome.accepted = sum(1 for v in batch.checked.values if v[0] in refs)
         outcome.accepted += await self._apply_increments(batch.checked, refs, outcome)
         if batch.atomic and outcome.errors:

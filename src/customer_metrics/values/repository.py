@@ -502,9 +502,15 @@ class ValueRepository:
             _record_rows_json(present), {**json_rows_params(types, sent), **constants}
         )
 
-    async def record_prepared(self, prepared: PreparedRows) -> None:
+    async def record_prepared(
+        self, prepared: PreparedRows, recorded_at: datetime | None = None
+    ) -> None:
+        """Stores rows `prepare_rows` made; `recorded_at` (when given) replaces theirs."""
+        params = prepared.params
+        if recorded_at is not None and params:
+            params = {**params, "recorded_at": recorded_at}
         for statement in prepared.statements:
-            await self._conn.execute(statement, prepared.params)
+            await self._conn.execute(statement, params)
 
     async def current_for_update(
         self, customer_ref: int, metric_ref: int
