@@ -136,7 +136,6 @@ def _values(row: Any) -> dict[str, Any]:
 
 _UPDATED = ("recorded_at", "source", *VALUE_COLUMNS)
 _MARKED = ("organization_id", "metric_ref", "customer_ref", "since")
-_MARK_TYPES = {c: _dirty.c[c].type for c in _MARKED}
 
 
 def mark_changed(source: Any, dialect_name: str) -> Any:
@@ -152,8 +151,6 @@ def mark_changed(source: Any, dialect_name: str) -> Any:
     )
     return stmt.on_conflict_do_update(
         index_elements=list(_dirty.primary_key.columns),
-        # A literal 1, not a parameter: SQLite runs this through executemany, whose rows name
-        # only the marked columns.
         set_={"since": earlier, "version": _dirty.c.version + literal_column("1")},
     )
 
@@ -482,6 +479,8 @@ class ValueRepository:
     def prepare_rows(self, rows: ObservationRows) -> PreparedRows:
         """`record_rows` in two steps: the parameters, made in Python without the database
         (a batch makes them before its write transaction), then `record_prepared`."""
+        if not rows.customer_refs:
+            return PreparedRows((), {})
         columns: dict[str, list[Any] | None] = {
             "customer_ref": rows.customer_refs,
             "metric_ref": rows.metric_refs,
@@ -490,8 +489,6 @@ class ValueRepository:
             **rows.values,
         }
         constants = {"organization_id": self._org, "recorded_at": rows.recorded_at}
-        if not rows.customer_refs:
-            return PreparedRows((), {})
         if writes_in_ctes(self._conn.dialect.name):
             params = {**column_rows_params(_ARRAY_TYPES, columns), **constants}
             return PreparedRows((_record_rows(),), params)
