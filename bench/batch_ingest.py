@@ -2,7 +2,8 @@
 batches from 4 concurrent clients, in values/s: on PostgreSQL against a COPY floor (asyncpg
 `copy_records_to_table`, 4 connections), and on SQLite (service only). Also the server's
 peak RSS (VmHWM) after one ≈10 MiB batch. Targets: ratio ≥ 0.50, SQLite ≥ 50,000 values/s,
-peak RSS ≤ 250 MB."""
+peak RSS ≤ 250 MB. For scale, not for a target: an upsert floor, the same records through
+only the SQL the contract asks of each stored value (batch_load.UPSERT_SQL)."""
 
 from __future__ import annotations
 
@@ -81,10 +82,14 @@ def _service_run(
     return result
 
 
-def _postgres(options: Options, work: Path) -> tuple[SideRuns, SideRuns, dict[str, Any]]:
+def _postgres(options: Options, work: Path) -> tuple[SideRuns, SideRuns, SideRuns, dict[str, Any]]:
     url = recreate_database(options.pg_url, DATABASE)
     load.create_floor_table(url)
     floor = SideRuns("floor", "asyncpg copy_records_to_table into bench_copy_floor, 4 conns")
+    upsert = SideRuns(
+        "upsert floor",
+        "observation upsert + current-value upsert only (batch_load.UPSERT_SQL), 4 conns",
+    )
     svc = SideRuns("service", f"serve --workers 1 on PostgreSQL, POST {BATCH_PATH}, 4 clients")
     with ExitStack() as stack:
         service = start_service(stack, "service-pg", service_env(options, work, url), work, NAME)
@@ -96,6 +101,7 @@ def _postgres(options: Options, work: Path) -> tuple[SideRuns, SideRuns, dict[st
 
         log("warm-up: one batch each")
         load.copy_batches(url, load.floor_records(1, 0), 600)
+        load.upsert_batches(url, load.floor_records(1, 0), 600)
         _service_run(service, metric, options, ours, 0, batches=1)
         for i in range(1, options.runs + 1):
             records = load.floor_records(FLOOR_BATCHES, i * WINDOW_MS)
@@ -104,13 +110,18 @@ def _postgres(options: Options, work: Path) -> tuple[SideRuns, SideRuns, dict[st
             result = load.copy_batches(url, records, options.duration * 3)
             result.busy_before = busy
             floor.runs.append(result)
+            busy = _busy(ours)
+            result = load.upsert_batches(url, records[:BATCHES], options.duration * 3)
+            result.busy_before = busy
+            upsert.runs.append(result)
             del records
             svc.runs.append(_service_run(service, metric, options, ours, i))
             log(
                 f"run {i}/{options.runs}: floor {floor.runs[-1].values_per_s:,.0f} values/s, "
+                f"upsert floor {upsert.runs[-1].values_per_s:,.0f} values/s, "
                 f"service {svc.runs[-1].values_per_s:,.0f} values/s"
             )
-    return floor, svc, rss
+    return floor, upsert, svc, rss
 
 
 def _sqlite(options: Options, work: Path) -> tuple[SideRuns, dict[str, Any]]:
@@ -135,7 +146,7 @@ def run(options: Options) -> Outcome:
     log(f"{NAME}: recreating database {DATABASE}")
     facts = environment_facts(options.pg_url)
     with TemporaryDirectory(prefix="cm-bench-") as tmp:
-        floor, service, pg_rss = _postgres(options, Path(tmp))
+        floor, upsert, service, pg_rss = _postgres(options, Path(tmp))
         sqlite, sqlite_rss = _sqlite(options, Path(tmp))
     ratio = service.median / floor.median if floor.median else 0.0
     rss = max(pg_rss["vm_hwm_after_mb"], sqlite_rss["vm_hwm_after_mb"])
@@ -144,10 +155,17 @@ def run(options: Options) -> Outcome:
         Check("SQLite values/s", sqlite.median, SQLITE_TARGET, True),
         Check("peak RSS MB after a 10 MiB batch (max of both)", rss, RSS_TARGET_MB, False),
     ]
-    sides = [floor, service, sqlite]
+    sides = [floor, upsert, service, sqlite]
+    upsert_ratio = upsert.median / floor.median if floor.median else 0.0
+    service_share = service.median / upsert.median if upsert.median else 0.0
+    context = [
+        f"for scale: median(upsert floor) / median(floor) = {upsert_ratio:.3f}, "
+        f"median(service) / median(upsert floor) = {service_share:.3f}"
+    ]
     errors = sum(s.errors for s in sides)
     passed = all(c.holds for c in checks) and errors == 0
-    text = render(NAME, sides, ratio, {"postgres": pg_rss, "sqlite": sqlite_rss}, checks)
+    rss_both = {"postgres": pg_rss, "sqlite": sqlite_rss}
+    text = render(NAME, sides, ratio, rss_both, checks, context)
     data = {
         "benchmark": NAME,
         "options": {**asdict(options), "service_env": dict(options.service_env)},
@@ -157,6 +175,8 @@ def run(options: Options) -> Outcome:
         "clients": load.CLIENTS,
         "sides": {s.name: s.summary() for s in sides},
         "ratio": round(ratio, 4),
+        "upsert_floor_ratio": round(upsert_ratio, 4),
+        "service_to_upsert_floor": round(service_share, 4),
         "rss": {"postgres": pg_rss, "sqlite": sqlite_rss},
         "targets": [{**asdict(c), "holds": c.holds} for c in checks],
         "passed": passed,

@@ -1,13 +1,14 @@
 """Load for batch_ingest: pre-serialized 10,000-item batch bodies sent by concurrent httpx
-clients, the COPY floor's record batches copied by concurrent asyncpg connections, and the
-≈10 MiB batch used to read the server's peak RSS."""
+clients, the COPY floor's record batches copied by concurrent asyncpg connections, the
+upsert floor's (the same records through the least SQL the contract asks of a batch), and
+the ≈10 MiB batch used to read the server's peak RSS."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +43,66 @@ CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} (
     value_number numeric,
     PRIMARY KEY (organization_id, customer_ref, metric_ref, observed_at)
 )"""
+
+# The upsert floor: the two writes contract §4 asks of every stored value, with nothing else
+# (no HTTP, JSON, validation, foreign keys or rollup marks). Its tables copy the service's
+# metric_values and metric_current_values: the same keys and indexes (the six partial
+# indexes that searches sort and filter current values by, one per value type), and, like
+# the service's statement, the observations are upserted (a retried batch replaces, never
+# doubles) while each customer's newest row of the batch moves its current value forward.
+UPSERT_TABLE = "bench_upsert_values"
+UPSERT_CURRENT = "bench_upsert_current"
+_TYPED = ("value_number", "value_integer", "value_text", "value_boolean", "value_date")
+UPSERT_DDL = [
+    FLOOR_DDL.replace(FLOOR_TABLE, UPSERT_TABLE),
+    f"CREATE INDEX IF NOT EXISTS {UPSERT_TABLE}_by_metric_time ON {UPSERT_TABLE} "
+    "(organization_id, metric_ref, observed_at) INCLUDE (value_number)",
+    f"""CREATE TABLE IF NOT EXISTS {UPSERT_CURRENT} (
+    organization_id bigint NOT NULL,
+    customer_ref bigint NOT NULL,
+    metric_ref bigint NOT NULL,
+    observed_at timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    source text,
+    value_number numeric,
+    value_integer bigint,
+    value_text text COLLATE "C",
+    value_boolean boolean,
+    value_date date,
+    value_datetime timestamptz,
+    PRIMARY KEY (organization_id, customer_ref, metric_ref)
+)""",
+    f"CREATE INDEX IF NOT EXISTS {UPSERT_CURRENT}_by_metric ON {UPSERT_CURRENT} "
+    "(organization_id, metric_ref, customer_ref) INCLUDE (value_number, value_integer)",
+    *(
+        f"CREATE INDEX IF NOT EXISTS {UPSERT_CURRENT}_by_{c} ON {UPSERT_CURRENT} "
+        f"(organization_id, metric_ref, {c}, customer_ref) WHERE {c} IS NOT NULL"
+        for c in (*_TYPED, "value_datetime")
+    ),
+]
+UPSERT_SQL = f"""
+WITH batch AS (
+    SELECT c AS customer_ref, o AS observed_at, s AS source, v AS value_number
+    FROM unnest($3::bigint[], $4::timestamptz[], $5::text[], $6::numeric[]) AS r(c, o, s, v)
+), moved AS (
+    INSERT INTO {UPSERT_CURRENT} AS cur
+        (organization_id, customer_ref, metric_ref, observed_at, recorded_at, source,
+         value_number)
+    SELECT DISTINCT ON (customer_ref) $1, customer_ref, $2, observed_at, $7, source,
+        value_number
+    FROM batch ORDER BY customer_ref, observed_at DESC
+    ON CONFLICT (organization_id, customer_ref, metric_ref) DO UPDATE SET
+        observed_at = excluded.observed_at, recorded_at = excluded.recorded_at,
+        source = excluded.source, value_number = excluded.value_number
+    WHERE cur.observed_at <= excluded.observed_at
+)
+INSERT INTO {UPSERT_TABLE} AS obs
+    (organization_id, customer_ref, metric_ref, observed_at, recorded_at, source,
+     value_number)
+SELECT $1, customer_ref, $2, observed_at, $7, source, value_number FROM batch
+ON CONFLICT (organization_id, customer_ref, metric_ref, observed_at) DO UPDATE SET
+    recorded_at = excluded.recorded_at, source = excluded.source,
+    value_number = excluded.value_number"""
 
 
 @dataclass
@@ -162,8 +223,34 @@ def post_batches(
     return asyncio.run(_post_all(url, headers, bodies, deadline_s))
 
 
-async def _copy_all(
-    database_url: str, batches: Sequence[list[tuple[Any, ...]]], deadline_s: float
+Write = Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[object]]
+
+
+async def _copy(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table(FLOOR_TABLE, records=records, columns=FLOOR_COLUMNS)
+
+
+async def _upsert(conn: asyncpg.Connection, records: list[tuple[Any, ...]]) -> None:
+    """One batch of floor records (all of one organization and metric) through UPSERT_SQL."""
+    first = records[0]
+    await conn.execute(
+        UPSERT_SQL,
+        first[0],
+        first[2],
+        [r[1] for r in records],
+        [r[3] for r in records],
+        [r[5] for r in records],
+        [r[6] for r in records],
+        first[4],
+    )
+
+
+async def _write_all(
+    database_url: str,
+    batches: Sequence[list[tuple[Any, ...]]],
+    deadline_s: float,
+    write: Write,
+    label: str,
 ) -> LoadResult:
     queue = list(reversed(batches))
     connections = [await asyncpg.connect(database_url) for _ in range(CLIENTS)]
@@ -173,18 +260,16 @@ async def _copy_all(
         start = time.perf_counter()
         stop_at = start + deadline_s
 
-        async def copier(conn: asyncpg.Connection) -> None:
+        async def writer(conn: asyncpg.Connection) -> None:
             nonlocal values
             while queue and time.perf_counter() < stop_at:
                 records = queue.pop()
                 sent = time.perf_counter()
-                await conn.copy_records_to_table(
-                    FLOOR_TABLE, records=records, columns=FLOOR_COLUMNS
-                )
+                await write(conn, records)
                 latencies.append(time.perf_counter() - sent)
                 values += len(records)
 
-        await asyncio.gather(*(copier(c) for c in connections))
+        await asyncio.gather(*(writer(c) for c in connections))
         seconds = time.perf_counter() - start
     finally:
         for conn in connections:
@@ -194,7 +279,7 @@ async def _copy_all(
         batches=len(latencies),
         values=values,
         seconds=seconds,
-        statuses={"copy": len(latencies)},
+        statuses={label: len(latencies)},
         batch_p50_ms=latencies[len(latencies) // 2] * 1000 if latencies else 0.0,
         batch_max_ms=latencies[-1] * 1000 if latencies else 0.0,
     )
@@ -204,13 +289,22 @@ def copy_batches(
     database_url: str, batches: Sequence[list[tuple[Any, ...]]], deadline_s: float
 ) -> LoadResult:
     """COPY `batches` into FLOOR_TABLE over CLIENTS concurrent connections."""
-    return asyncio.run(_copy_all(database_url, batches, deadline_s))
+    return asyncio.run(_write_all(database_url, batches, deadline_s, _copy, "copy"))
+
+
+def upsert_batches(
+    database_url: str, batches: Sequence[list[tuple[Any, ...]]], deadline_s: float
+) -> LoadResult:
+    """Write `batches` through UPSERT_SQL over CLIENTS concurrent connections, in order
+    (so every batch moves the current values forward, as the service's runs do)."""
+    return asyncio.run(_write_all(database_url, batches, deadline_s, _upsert, "upsert"))
 
 
 async def _create_floor_table(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(FLOOR_DDL)
+        for statement in (FLOOR_DDL, *UPSERT_DDL):
+            await conn.execute(statement)
     finally:
         await conn.close()
 

@@ -13,7 +13,7 @@ from report import NOISY, Check
 
 @dataclass
 class SideRuns:
-    """One system (COPY floor, service on PostgreSQL, service on SQLite) and its runs."""
+    """One system (COPY floor, upsert floor, service on PostgreSQL or SQLite) and its runs."""
 
     name: str
     description: str
@@ -26,7 +26,12 @@ class SideRuns:
     @property
     def errors(self) -> int:
         """Rejected items plus batches not answered 200 (the floor has none)."""
-        bad = sum(n for r in self.runs for s, n in r.statuses.items() if s not in ("200", "copy"))
+        bad = sum(
+            n
+            for r in self.runs
+            for s, n in r.statuses.items()
+            if s not in ("200", "copy", "upsert")
+        )
         return bad + sum(r.rejected for r in self.runs)
 
     def summary(self) -> dict[str, Any]:
@@ -67,6 +72,7 @@ def render(
     ratio: float,
     rss: Mapping[str, Mapping[str, Any]],
     checks: Sequence[Check],
+    context: Sequence[str] = (),
 ) -> str:
     parts = [f"== {title}: POST /external/v1/customers/metrics/values, 10,000-item batches =="]
     parts += [side_table(s) for s in sides]
@@ -80,6 +86,7 @@ def render(
     )
     parts.append(
         f"ratio median(service values/s) / median(floor values/s) = {ratio:.3f}\n"
+        + "".join(f"{line}\n" for line in context)
         + "\n".join(c.line() for c in checks)
     )
     noisy = sum(1 for s in sides for r in s.runs if (r.busy_before or 0) > NOISY)
