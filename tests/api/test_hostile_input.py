@@ -106,6 +106,35 @@ async def test_no_hostile_request_is_a_server_error(client, method, path, params
         assert set(payload) == {"detail", "code"}
 
 
+# A path ending in a newline (%0A): Starlette's route patterns end in `$`, which matches before
+# a final newline too, so these reached the metric list, metric creation, search and batch
+# routes as if the newline were not there.
+NEWLINE_PATHS = [
+    ("GET", "/customers/metrics%0A", None),
+    ("POST", "/customers/metrics%0A", {"name": "Seats", "data_type": "NUMBER"}),
+    ("POST", "/customers/search%0A", {}),
+    (
+        "POST",
+        "/customers/metrics/values%0A",
+        {"values": [{"customer_id": "a", "metric": "arr", "value": 1}]},
+    ),
+    ("GET", "/customers/acme/metrics%0A", None),
+    ("GET", "/customers/metrics/arr/summary%0A", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NEWLINE_PATHS)
+async def test_a_path_ending_in_a_newline_names_no_route(client, method, path, body):
+    await create_metric(client, name="ARR")
+    await write_value(client, "acme", "arr", value=1)
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "not_found"
+    listed = (await client.get("/customers/metrics")).json()["data"]
+    assert [m["key"] for m in listed] == ["arr"]  # nothing created
+    assert (await client.get("/customers/a")).status_code == 404  # nor stored
+
+
 # --- Every write route, table-driven: the contract's 4xx, and nothing stored or changed. ---
 
 ACME = "/customers/acme"

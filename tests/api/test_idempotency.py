@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import jsonschema_rs
 import pytest
 
 from customer_metrics.idempotency.purge import purge_once
@@ -60,6 +61,37 @@ async def test_same_key_with_another_body_is_422_idempotency_conflict(client):
     assert response.status_code == 422
     assert response.json()["code"] == "idempotency_conflict"
     assert [m["name"] for m in (await client.get("/customers/metrics")).json()["data"]] == ["A"]
+
+
+async def test_the_conflict_is_a_422_the_openapi_document_admits(app, client):
+    """Clients generated from /openapi.json read a 422 as the validation shape unless the
+    document says otherwise: every operation that takes a key documents the conflict too."""
+    document = app.openapi()
+    body = {"name": "A", "data_type": "NUMBER"}
+    await client.post("/customers/metrics", json=body, headers=_key("doc"))
+    conflict = await client.post(
+        "/customers/metrics", json={**body, "name": "B"}, headers=_key("doc")
+    )
+    assert conflict.status_code == 422
+    validation = await client.post("/customers/metrics", json={"name": 1})
+    assert validation.status_code == 422
+    keyed = [
+        operation
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        if any(p["name"] == "Idempotency-Key" for p in operation.get("parameters", []))
+    ]
+    assert len(keyed) >= 9
+    for operation in keyed:
+        documented = operation["responses"]["422"]
+        assert "idempotency_conflict" in documented["description"]
+        schema = documented.get("content", {}).get("application/json", {}).get("schema")
+        if schema is None:  # documented as any body
+            continue
+        validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+        assert validator.is_valid(conflict.json()), operation["operationId"]
+        assert validator.is_valid(validation.json()), operation["operationId"]
+        assert not validator.is_valid({"detail": 1}), operation["operationId"]
 
 
 async def test_same_key_on_another_route_is_a_conflict(client):

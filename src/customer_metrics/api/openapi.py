@@ -119,6 +119,23 @@ def declare_security(app: FastAPI, prefix: str) -> None:
                         if method in ("post", "patch", "delete") and not path.endswith("/search"):
                             parameters = operation.setdefault("parameters", [])
                             parameters.append(IDEMPOTENCY_KEY_PARAMETER)
+                            _admit_idempotency_conflict(operation)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR_OUT = {"$ref": "#/components/schemas/ErrorOut"}
+
+
+def _admit_idempotency_conflict(operation: dict[str, Any]) -> None:
+    """A 422 of an operation that takes an Idempotency-Key is either the route's own (FastAPI's
+    validation shape) or `idempotency_conflict` in the `{detail, code}` shape (contract §4)."""
+    response = operation.get("responses", {}).get("422")
+    if response is None:
+        return
+    content = response.get("content", {}).get("application/json", {})
+    if "schema" in content:  # (a 422 documented without one admits any body already)
+        content["schema"] = {"anyOf": [content["schema"], _ERROR_OUT]}
+    conflict = "the Idempotency-Key was used with another request (`idempotency_conflict`)"
+    response["description"] = f"{response.get('description') or 'Invalid request'}; or {conflict}."

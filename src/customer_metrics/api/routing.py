@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from customer_metrics.api import json as strict_json
 from customer_metrics.api.deps import (
@@ -88,8 +89,15 @@ class StrictRoute(APIRoute):
         if getattr(self.endpoint, "hot", False):
             handler = _direct_handler(self, handler) or handler
         takes_body = self.body_field is not None
+        # Starlette anchors a route's pattern with `$`, which also matches just before a final
+        # newline: `/customers/metrics%0A` would reach the metric list, not the customer
+        # `metrics\n` (no such customer). A route whose path ends in a fixed word never names
+        # a path ending in a newline; one ending in a parameter matches it whole already.
+        fixed_end = not self.path.endswith("}")
 
         async def strict_handler(request: Request) -> Response:
+            if fixed_end and request.scope["path"].endswith("\n"):
+                raise StarletteHTTPException(404)
             require_single_query_values(request)
             strict = StrictJSONRequest(request.scope, request.receive)
             if takes_body:
