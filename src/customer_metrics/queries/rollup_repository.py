@@ -633,12 +633,12 @@ async def _changes_per_pair(
             if n % 50 == 49:
                 await asyncio.sleep(0)
             rows = found.get((metric_ref, customer_ref), [])
-            deltas = [
-                ((metric_ref, period_of(observed_at)), totals, sign)
-                for sign, observed_at, totals in _pair_changes(rows, since)
-            ]
-            now = {r[4]: number(r[5], r[6]) for r in rows if r[0] == _TRUTH and r[4] >= since}
-            was = {r[4]: number(r[5], None) for r in rows if r[0] == _COUNTED and r[4] >= since}
+            truth = sorted((r[4], number(r[5], r[6])) for r in rows if r[0] == _TRUTH)
+            counted = sorted((r[4], number(r[5], None)) for r in rows if r[0] == _COUNTED)
+            periods = _per_period(truth, counted, since)
+            deltas = [((metric_ref, period), totals, 1) for period, totals in periods.items()]
+            now = {t: v for t, v in truth if t >= since}
+            was = {t: v for t, v in counted if t >= since}
             put = [
                 (metric_ref, customer_ref, t, v)
                 for t, v in now.items()
@@ -647,6 +647,38 @@ async def _changes_per_pair(
             drop = [(metric_ref, customer_ref, t) for t in was if t not in now]
             result[(metric_ref, customer_ref)] = _PairChange(deltas, put, drop)
     return result
+
+
+def _per_period(
+    truth: list[tuple[datetime, Decimal | None]],
+    counted: list[tuple[datetime, Decimal | None]],
+    since: datetime,
+) -> dict[datetime, Totals]:
+    """One pair's change per period, from `since` on: what its observations add now less
+    what the counted rows added (each list in time order). A customer's values between two
+    folds mostly fall in one period: they are summed here, once per period, so the fold
+    adds one total per pair and period, not one per value. Call inside `exact()`."""
+    periods: dict[datetime, Totals] = {}
+    start = end = since  # the period last found: [start, end)
+    zero = Decimal(0)
+    for sign, mine in ((1, truth), (-1, counted)):  # as `changes` counts, summed per period
+        seen, before = False, zero
+        for observed_at, value in mine:
+            if observed_at >= since:
+                if not start <= observed_at < end:
+                    start = period_of(observed_at)
+                    end = start + PERIOD
+                into = periods.get(start)
+                if into is None:
+                    into = periods[start] = Totals()
+                number_ = zero if value is None else value
+                into.obs_count += sign
+                into.obs_sum += sign * number_
+                if not seen:
+                    into.snap_count += sign
+                into.snap_sum += sign * (number_ - before)
+            seen, before = True, zero if value is None else value
+    return periods
 
 
 def _pair_changes(rows: list[Any], since: datetime) -> list[tuple[int, datetime, Totals]]:
