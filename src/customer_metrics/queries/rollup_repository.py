@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -18,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Text,
     and_,
     bindparam,
     case,
@@ -276,6 +276,7 @@ class RollupRepository:
         if not await self._take_turn(started):
             return 0
         taken = await self._take_marks(marks)
+        again: list[Any] = []
         if len(taken) < len(marks):  # written meanwhile: their marks as they are now
             done = set(taken)
             left = [(m[0], m[1]) for m in marks if (m[0], m[1]) not in done]
@@ -283,17 +284,13 @@ class RollupRepository:
             changed.update(await _changes_per_pair(again, await self._rows_since(again)))
             taken += await self._take_marks(again)
         deltas: dict[tuple[int, datetime], Totals] = defaultdict(Totals)
-        put: list[tuple[int, int, datetime, Decimal | None]] = []
-        drop: list[tuple[int, int, datetime]] = []
         with exact():
             for pair in taken:
-                change = changed[pair]
-                for key, totals, sign in change.deltas:
-                    deltas[key].add(totals, sign)
-                put += change.put
-                drop += change.drop
+                for key, totals in changed[pair]:
+                    deltas[key].add(totals)
             await self._apply_totals(deltas)
-        await self._apply_rows(put, drop)
+        read = {(m[0], m[1]): m for m in (*marks, *again)}  # again: the marks computed last
+        await self._count_rows([read[pair] for pair in taken])
         return len(taken)
 
     async def _marks_of(self, pairs: list[Pair]) -> list[Any]:
@@ -317,7 +314,9 @@ class RollupRepository:
             "since": [m[2] for m in marks],
         }
         pairs = dialect.json_rows(_PAIR_TYPES, "marked")
-        stmt = union_all(*_changed_rows(pairs, self._org))
+        both = union_all(*_changed_rows(pairs, self._org)).subquery("changed")
+        # Each row's pair's `since` is the mark's: not read back (and converted) per row.
+        stmt = select(*(c for c in both.c if c.name != "since"))
         params = dialect.json_rows_params(_PAIR_TYPES, columns)
         found: dict[Pair, list[Any]] = defaultdict(list)
         for row in await self._conn.execute(stmt, params):
@@ -398,34 +397,82 @@ class RollupRepository:
         )
         await self._conn.execute(stmt, dialect.json_rows_params(_TOTAL_TYPES, columns))
 
-    async def _apply_rows(
-        self,
-        put: list[tuple[int, int, datetime, Decimal | None]],
-        drop: list[tuple[int, int, datetime]],
-    ) -> None:
-        if drop:
-            key = tuple_(_rows.c.metric_ref, _rows.c.customer_ref, _rows.c.observed_at)
-            for chunk in dialect.chunks(sorted(drop), 500):
-                await self._conn.execute(
-                    delete(_rows).where(_rows.c.organization_id == self._org, key.in_(chunk))
-                )
-        if not put:
+    async def _count_rows(self, marks: list[Any]) -> None:
+        """The folded pairs' counted rows from `since` on become their observations from then
+        on, as the totals now count them: copied in the database, under the write lock that
+        kept them as they were read (a write since would have marked them again)."""
+        if not marks:
             return
-        put.sort()
-        columns: dict[str, list[Any]] = {
-            "organization_id": [self._org] * len(put),
-            "metric_ref": [p[0] for p in put],
-            "customer_ref": [p[1] for p in put],
-            "observed_at": [p[2] for p in put],
-            "value": [p[3] for p in put],
+        columns = {
+            "metric_ref": [m[0] for m in marks],
+            "customer_ref": [m[1] for m in marks],
+            "since": [m[2] for m in marks],
         }
-        insert = dialect.upsert_insert(self._dialect)
-        source = dialect.json_rows(_ROW_TYPES, "counted")
-        stmt = insert(_rows).from_select(list(_ROW_TYPES), select(source).where(literal(True)))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(_rows.primary_key.columns), set_={"value": stmt.excluded.value}
+        params = {
+            **dialect.json_rows_params(_PAIR_TYPES, columns),
+            "organization_id": self._org,
+        }
+        for statement in _counting(self._dialect):
+            await self._conn.execute(statement, params)
+
+
+@lru_cache(maxsize=2)
+def _counting(dialect_name: str) -> tuple[Any, Any]:
+    """SQLite's fold (`_count_rows`): removes the counted rows of the folded pairs, from
+    their `since` on, that no observation has any more, then writes those observations'
+    values where the counted rows lack or differ from them (the same text: both columns
+    hold the canonical decimal; an INTEGER value is its digits)."""
+    org = bindparam("organization_id", type_=_rows.c.organization_id.type)
+    # Materialized: read first, pair by pair into the tables' keys. Inlined, the JSON rows
+    # looked dearer to SQLite's planner than a scan of the organization's rows.
+    pairs = dialect.json_rows(_PAIR_TYPES, "folded").prefix_with("MATERIALIZED")
+    counted = _rows.alias("counted")
+    observed = (
+        select(_obs.c.observed_at)
+        .where(
+            _obs.c.organization_id == org,
+            _obs.c.customer_ref == counted.c.customer_ref,
+            _obs.c.metric_ref == counted.c.metric_ref,
+            _obs.c.observed_at == counted.c.observed_at,
         )
-        await self._conn.execute(stmt, dialect.json_rows_params(_ROW_TYPES, columns))
+        .exists()
+    )
+    gone = (
+        select(counted.c.metric_ref, counted.c.customer_ref, counted.c.observed_at)
+        .join_from(
+            pairs,
+            counted,
+            and_(
+                counted.c.organization_id == org,
+                counted.c.metric_ref == pairs.c.metric_ref,
+                counted.c.customer_ref == pairs.c.customer_ref,
+                counted.c.observed_at >= pairs.c.since,
+            ),
+        )
+        .where(~observed)
+    )
+    key = tuple_(_rows.c.metric_ref, _rows.c.customer_ref, _rows.c.observed_at)
+    drop = delete(_rows).where(_rows.c.organization_id == org, key.in_(gone))
+    value = func.coalesce(_obs.c.value_number, cast(_obs.c.value_integer, Text()))
+    now = select(org, _obs.c.metric_ref, _obs.c.customer_ref, _obs.c.observed_at, value)
+    now = now.join_from(
+        pairs,
+        _obs,
+        and_(
+            _obs.c.organization_id == org,
+            _obs.c.metric_ref == pairs.c.metric_ref,
+            _obs.c.customer_ref == pairs.c.customer_ref,
+            _obs.c.observed_at >= pairs.c.since,
+        ),
+    ).where(true())  # (SQLite: ON CONFLICT after a join needs a WHERE to parse)
+    insert = dialect.upsert_insert(dialect_name)
+    put = insert(_rows).from_select(list(_ROW_TYPES), now)
+    put = put.on_conflict_do_update(
+        index_elements=list(_rows.primary_key.columns),
+        set_={"value": put.excluded.value},
+        where=_rows.c.value.is_distinct_from(put.excluded.value),
+    )
+    return drop, put
 
 
 @lru_cache(maxsize=1)
@@ -612,40 +659,25 @@ def _from_sums(sums: Any) -> Totals:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _PairChange:
-    """What folding one marked pair does: totals to add (by metric and period, with a sign)
-    and the counted rows to write and to remove."""
-
-    deltas: list[tuple[tuple[int, datetime], Totals, int]]
-    put: list[tuple[int, int, datetime, Decimal | None]]
-    drop: list[tuple[int, int, datetime]]
-
-
 async def _changes_per_pair(
     marks: list[Any], found: dict[Pair, list[Any]]
-) -> dict[Pair, _PairChange]:
-    """Each marked pair's change, from its rows as read; the event loop turns every few
-    pairs (a fold reads up to 2,000 customers' rows, all their changes since the last)."""
-    result: dict[Pair, _PairChange] = {}
+) -> dict[Pair, list[tuple[tuple[int, datetime], Totals]]]:
+    """Each marked pair's change of the totals, by (metric, period), from its rows as read
+    (`_rows_since`: source, metric_ref, customer_ref, observed_at, number, integer); the
+    event loop turns every few pairs (a fold reads up to 2,000 customers' rows, all their
+    changes since the last)."""
+    result: dict[Pair, list[tuple[tuple[int, datetime], Totals]]] = {}
     with exact():
         for n, (metric_ref, customer_ref, since, *_) in enumerate(marks):
             if n % 50 == 49:
                 await asyncio.sleep(0)
             rows = found.get((metric_ref, customer_ref), [])
-            truth = sorted((r[4], number(r[5], r[6])) for r in rows if r[0] == _TRUTH)
-            counted = sorted((r[4], number(r[5], None)) for r in rows if r[0] == _COUNTED)
+            truth = sorted((r[3], number(r[4], r[5])) for r in rows if r[0] == _TRUTH)
+            counted = sorted((r[3], number(r[4], None)) for r in rows if r[0] == _COUNTED)
             periods = _per_period(truth, counted, since)
-            deltas = [((metric_ref, period), totals, 1) for period, totals in periods.items()]
-            now = {t: v for t, v in truth if t >= since}
-            was = {t: v for t, v in counted if t >= since}
-            put = [
-                (metric_ref, customer_ref, t, v)
-                for t, v in now.items()
-                if was.get(t, v) != v or t not in was
+            result[(metric_ref, customer_ref)] = [
+                ((metric_ref, period), totals) for period, totals in periods.items()
             ]
-            drop = [(metric_ref, customer_ref, t) for t in was if t not in now]
-            result[(metric_ref, customer_ref)] = _PairChange(deltas, put, drop)
     return result
 
 
