@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from customer_metrics.queries.fold import fold_once
 from customer_metrics.values.batch import BatchService
 from tests.builders import create_metric, create_org, current_values
 from tests.conftest import api_client
@@ -275,6 +276,42 @@ async def test_batches_over_thousands_of_customers(client):
         if not (cursor := page["next_cursor"]):
             break
     assert len(ids) == 3000
+
+
+async def test_one_customer_in_far_apart_items_of_a_big_batch(app, client):
+    """Items 0 and 4,000 of one customer: the newer value is current whichever comes first,
+    both are history, and the series counts both once folded (the rollup mark keeps the
+    earlier time)."""
+    await create_metric(client, name="ARR")
+    day = "2024-01-02T"
+    items = [
+        {"customer_id": f"f-{i}", "metric": "arr", "value": 1, "observed_at": f"{day}00:00:00Z"}
+        for i in range(4002)
+    ]
+    items[0] = {"customer_id": "a", "metric": "arr", "value": 2, "observed_at": f"{day}10:00:00Z"}
+    items[4000] = {
+        "customer_id": "a",
+        "metric": "arr",
+        "value": 1,
+        "observed_at": f"{day}09:00:00Z",
+    }
+    items[1] = {"customer_id": "b", "metric": "arr", "value": 5, "observed_at": f"{day}08:00:00Z"}
+    items[4001] = {
+        "customer_id": "b",
+        "metric": "arr",
+        "value": 6,
+        "observed_at": f"{day}11:00:00Z",
+    }
+    assert (await client.post(URL, json={"values": items})).json()["accepted"] == 4002
+    assert await current_values(client, "a") == {"arr": 2}
+    assert await current_values(client, "b") == {"arr": 6}
+    history = (await client.get("/customers/a/metrics/arr/values")).json()["data"]
+    assert [h["value"] for h in history] == [2, 1]
+    await fold_once(app.state.database)
+    series = {"from": f"{day}00:00:00Z", "to": "2024-01-03T00:00:00Z", "interval": "day"}
+    for agg, expected in (("count", 4002), ("sum", 2 + 1 + 5 + 6 + 3998)):
+        answer = await client.get("/customers/metrics/arr/series", params={**series, "agg": agg})
+        assert answer.json()["data"][0]["value"] == expected, agg
 
 
 async def test_a_metric_archived_while_a_batch_is_checked_rejects_its_items(client, monkeypatch):
