@@ -125,15 +125,16 @@ def _since_rows(table: Any, source: int, value: list[Any], pairs: Any, org: Any)
         pairs.c.since,
         table.c.observed_at,
         *value,
-    ).join_from(
-        pairs,
-        table,
-        and_(
-            table.c.organization_id == org,
-            table.c.metric_ref == pairs.c.metric_ref,
-            table.c.customer_ref == pairs.c.customer_ref,
-            table.c.observed_at >= _start(table, pairs, org),
-        ),
+    ).join_from(pairs, table, _pair_rows(table, pairs, org, _start(table, pairs, org)))
+
+
+def _pair_rows(table: Any, pairs: Any, org: Any, start: Any) -> Any:
+    """Joins `table`'s rows of each pair of `pairs` (metric_ref, customer_ref) from `start` on."""
+    return and_(
+        table.c.organization_id == org,
+        table.c.metric_ref == pairs.c.metric_ref,
+        table.c.customer_ref == pairs.c.customer_ref,
+        table.c.observed_at >= start,
     )
 
 
@@ -439,32 +440,15 @@ def _counting(dialect_name: str) -> tuple[Any, Any]:
     )
     gone = (
         select(counted.c.metric_ref, counted.c.customer_ref, counted.c.observed_at)
-        .join_from(
-            pairs,
-            counted,
-            and_(
-                counted.c.organization_id == org,
-                counted.c.metric_ref == pairs.c.metric_ref,
-                counted.c.customer_ref == pairs.c.customer_ref,
-                counted.c.observed_at >= pairs.c.since,
-            ),
-        )
+        .join_from(pairs, counted, _pair_rows(counted, pairs, org, pairs.c.since))
         .where(~observed)
     )
     key = tuple_(_rows.c.metric_ref, _rows.c.customer_ref, _rows.c.observed_at)
     drop = delete(_rows).where(_rows.c.organization_id == org, key.in_(gone))
     value = func.coalesce(_obs.c.value_number, cast(_obs.c.value_integer, Text()))
     now = select(org, _obs.c.metric_ref, _obs.c.customer_ref, _obs.c.observed_at, value)
-    now = now.join_from(
-        pairs,
-        _obs,
-        and_(
-            _obs.c.organization_id == org,
-            _obs.c.metric_ref == pairs.c.metric_ref,
-            _obs.c.customer_ref == pairs.c.customer_ref,
-            _obs.c.observed_at >= pairs.c.since,
-        ),
-    ).where(true())  # (SQLite: ON CONFLICT after a join needs a WHERE to parse)
+    now = now.join_from(pairs, _obs, _pair_rows(_obs, pairs, org, pairs.c.since))
+    now = now.where(true())  # (SQLite: ON CONFLICT after a join needs a WHERE to parse)
     insert = dialect.upsert_insert(dialect_name)
     put = insert(_rows).from_select(list(_ROW_TYPES), now)
     put = put.on_conflict_do_update(
