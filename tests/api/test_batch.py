@@ -280,8 +280,7 @@ async def test_batches_over_thousands_of_customers(client):
 
 async def test_one_customer_in_far_apart_items_of_a_big_batch(app, client):
     """Items 0 and 4,000 of one customer: the newer value is current whichever comes first,
-    both are history, and the series counts both once folded (the rollup mark keeps the
-    earlier time)."""
+    both are history, and the series counts both once folded."""
     await create_metric(client, name="ARR")
     day = "2024-01-02T"
     items = [
