@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from customer_metrics.values.typed import VALUE_COLUMNS
+
 ITEMS = 10_000
 CUSTOMERS = 10_000
 CLIENTS = 4
@@ -52,14 +54,6 @@ CREATE TABLE IF NOT EXISTS {FLOOR_TABLE} (
 # doubles) while each customer's newest row of the batch moves its current value forward.
 UPSERT_TABLE = "bench_upsert_values"
 UPSERT_CURRENT = "bench_upsert_current"
-_TYPED = (
-    "value_number",
-    "value_integer",
-    "value_text",
-    "value_boolean",
-    "value_date",
-    "value_datetime",
-)
 UPSERT_DDL = [
     FLOOR_DDL.replace(FLOOR_TABLE, UPSERT_TABLE),
     f"CREATE INDEX IF NOT EXISTS {UPSERT_TABLE}_by_metric_time ON {UPSERT_TABLE} "
@@ -84,7 +78,7 @@ UPSERT_DDL = [
     *(
         f"CREATE INDEX IF NOT EXISTS {UPSERT_CURRENT}_by_{c} ON {UPSERT_CURRENT} "
         f"(organization_id, metric_ref, {c}, customer_ref) WHERE {c} IS NOT NULL"
-        for c in _TYPED
+        for c in VALUE_COLUMNS
     ),
 ]
 UPSERT_SQL = f"""
