@@ -670,30 +670,22 @@ def _per_period(
     counted: list[tuple[datetime, Decimal | None]],
     since: datetime,
 ) -> dict[datetime, Totals]:
-    """One pair's change per period, from `since` on: what its observations add now less
-    what the counted rows added (each list in time order). A customer's values between two
-    folds mostly fall in one period: they are summed here, once per period, so the fold
-    adds one total per pair and period, not one per value. Call inside `exact()`."""
+    """One pair's change per period, from `since` on, as `changes` counts each row: what its
+    observations add now less what the counted rows added (each list in time order). A
+    customer's values between two folds mostly fall in one period: they are summed here,
+    once per period, so the fold adds one total per pair and period, not one per value.
+    Call inside `exact()`."""
     periods: dict[datetime, Totals] = {}
     start = end = since  # the period last found: [start, end)
-    zero = Decimal(0)
-    for sign, mine in ((1, truth), (-1, counted)):  # as `changes` counts, summed per period
-        seen, before = False, zero
-        for observed_at, value in mine:
-            if observed_at >= since:
-                if not start <= observed_at < end:
-                    start = period_of(observed_at)
-                    end = start + PERIOD
-                into = periods.get(start)
-                if into is None:
-                    into = periods[start] = Totals()
-                number_ = zero if value is None else value
-                into.obs_count += sign
-                into.obs_sum += sign * number_
-                if not seen:
-                    into.snap_count += sign
-                into.snap_sum += sign * (number_ - before)
-            seen, before = True, zero if value is None else value
+    for sign, mine in ((1, truth), (-1, counted)):
+        for observed_at, totals in changes(mine, since):
+            if not start <= observed_at < end:
+                start = period_of(observed_at)
+                end = start + PERIOD
+            into = periods.get(start)
+            if into is None:
+                into = periods[start] = Totals()
+            into.add(totals, sign)
     return periods
 
 
