@@ -15,9 +15,7 @@ from customer_metrics.api.hot import HotRoutes
 from customer_metrics.api.middleware import (
     API_PREFIX,
     DOUBLED_PREFIX,
-    BodyLimitMiddleware,
     EdgeMiddleware,
-    LoadShedMiddleware,
 )
 from customer_metrics.api.observability import Metrics, configure_logging
 from customer_metrics.api.openapi import EVERY_API_ROUTE, declare_security, operation_id
@@ -107,9 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     declare_security(app, API_PREFIX)
     # In the order included above, which is the router's order of trying routes.
-    app.router.middleware_stack = HotRoutes(app.router.middleware_stack, app.router, mounted)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    if settings.max_requests_in_flight:
-        app.add_middleware(LoadShedMiddleware, max_in_flight=settings.max_requests_in_flight)
-    app.add_middleware(EdgeMiddleware, metrics=metrics)  # outermost: sees every response
+    # Innermost first: the edge sees every response; hot routes are matched just inside it.
+    app.add_middleware(HotRoutes, router=app.router, mounted=mounted)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight=settings.max_requests_in_flight,
+    )
     return app

@@ -3,7 +3,12 @@ router: FastAPI matches a request by walking every included router's routes, twi
 router that holds the match (about a tenth of such a request's CPU). Here a route marked
 `hot` is matched by its own regular expression, and taken only if no route the router would
 try first matches the same path (one combined expression), so every request reaches the
-route the router would have chosen. Anything else goes to the router as before."""
+route the router would have chosen. Anything else goes to the router as before.
+
+The match is made just inside the edge middleware, so a hot request also skips the layers
+between it and the router: FastAPI's exception middleware (whose handlers the route's own
+wrapper applies: they are put in the scope here, as it would), its exit-stack middleware
+(for form files: hot routes take JSON) and the router's own call."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,8 +42,9 @@ class _HotRoute:
 
 
 class HotRoutes:
-    """Router middleware (`app.router.middleware_stack`): inside FastAPI's exception
-    handling, so a hot route's errors are answered exactly as any other route's."""
+    """App middleware, the innermost one (`app.add_middleware`, before the others): its `app`
+    is FastAPI's exception middleware, whose handlers a hot route's errors are answered by,
+    exactly as any other route's."""
 
     def __init__(
         self, app: ASGIApp, router: APIRouter, mounted: Sequence[tuple[str, APIRouter]]
@@ -47,6 +54,12 @@ class HotRoutes:
         documentation pages, are tried before them, but none lies under a hot route's path;
         the feature routers hold only APIRoutes.)"""
         self.app = app
+        self._router = router
+        # FastAPI's exception handlers, as its exception middleware puts them in the scope;
+        # found at the first request (the stack is built then). None: not found, so every
+        # request goes the router's way.
+        self._handlers: tuple[Any, Any] | None = None
+        self._handlers_found = False
         self._by_method: dict[str, list[_HotRoute]] = defaultdict(list)
         # FastAPI before 0.138 copies included routes into the app's router, with the prefix
         # in their path: the router then hands out the copy (its path labels the request's
@@ -78,7 +91,11 @@ class HotRoutes:
             and not scope["app"].dependency_overrides
         ):
             path = scope["path"]
-            for hot_route in self._by_method.get(scope["method"], ()):
+            if not self._handlers_found:
+                self._handlers = _exception_handlers(self.app)
+                self._handlers_found = True
+            candidates = self._by_method.get(scope["method"], ()) if self._handlers else ()
+            for hot_route in candidates:
                 match = hot_route.regex.match(path)
                 if match is None:
                     continue
@@ -88,12 +105,25 @@ class HotRoutes:
                 for name, value in match.groupdict().items():
                     params[name] = hot_route.convertors[name].convert(value)
                 route = hot_route.route
+                scope["starlette.exception_handlers"] = self._handlers
+                if "router" not in scope:
+                    scope["router"] = self._router
                 scope["path_params"] = params
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 await route.app(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _exception_handlers(app: ASGIApp) -> tuple[Any, Any] | None:
+    """What FastAPI's exception middleware, below, puts in every request's scope."""
+    node: Any = app
+    while node is not None:
+        if isinstance(node, ExceptionMiddleware):
+            return node._exception_handlers, node._status_handlers
+        node = getattr(node, "app", None)
+    return None
 
 
 def _combined(patterns: list[str]) -> re.Pattern[str] | None:

@@ -26,15 +26,41 @@ _RETRY = [(b"retry-after", b"1")]
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    """Every request passes here first, once: request id, metrics and the last-resort
+    500/503; then load shedding and the body limit. One layer for all of it: each ASGI layer
+    costs every request a coroutine and a wrapped `send`.
+
+    - Load shedding: above `max_in_flight` requests in this worker (0: no limit), a new one
+      is answered 503 at once rather than queued behind the others (for a database
+      connection, mostly) until clients time out. Health and metrics stay exempt: they are
+      cheap, and they are how an operator sees it.
+    - Body limit: 413 before parsing, at once from `Content-Length`, else as soon as the
+      streamed body passes the limit. (Starlette's own limiter answers in plain text, not the
+      contract's shape.)"""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_in_flight: int = 0
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        sent_id = b""
+        declared = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                sent_id = value
+            elif name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
         request_id = choose_request_id(sent_id.decode("latin-1") or None)
         token = request_id_var.set(request_id)
         path: str = scope["path"]
@@ -62,7 +88,24 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            shed = self.max_in_flight and self.in_flight >= self.max_in_flight
+            if shed and path not in _NEVER_SHED:
+                await _send_json(send_with_headers, 503, _OVERLOADED, _RETRY)
+                return
+            if declared is not None and declared.isdigit():
+                if int(declared) > self.max_body_bytes:
+                    await _send_json(send_with_headers, 413, _TOO_LARGE)
+                    return
+                # The server reads no more than Content-Length announces: nothing to count.
+                # (With Transfer-Encoding as well, a server may frame by the chunks instead.)
+                limited = receive if not chunked else self._limited(receive)
+            else:
+                limited = self._limited(receive)
+            self.in_flight += 1
+            try:
+                await self.app(scope, limited, send_with_headers)
+            finally:
+                self.in_flight -= 1
         except Exception as error:
             if is_connection_lost(error):
                 log.warning("database connection lost on %s %s: %s", scope["method"], path, error)
@@ -80,72 +123,20 @@ class EdgeMiddleware:
             self.metrics.observe(template, scope["method"], status, elapsed)
             request_id_var.reset(token)
 
-
-class BodyLimitMiddleware:
-    """413 before parsing: at once from `Content-Length`, else as soon as the streamed body
-    passes the limit. (Starlette's own limiter answers in plain text, not the contract's
-    shape.)"""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if declared is not None and declared.isdigit():
-            if int(declared) > self.max_body_bytes:
-                await _send_json(send, 413, _TOO_LARGE)
-                return
-            if not chunked:
-                # The server reads no more than Content-Length announces: nothing to count.
-                # (With Transfer-Encoding as well, a server may frame by the chunks instead.)
-                await self.app(scope, receive, send)
-                return
+    def _limited(self, receive: Receive) -> Receive:
         received = 0
+        limit = self.max_body_bytes
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise PayloadTooLarge(TOO_LARGE_DETAIL)
             return message
 
-        await self.app(scope, limited_receive, send)
-
-
-class LoadShedMiddleware:
-    """Above `max_in_flight` requests in this worker, a new one is answered 503 at once rather
-    than queued behind the others (for a database connection, mostly) until clients time out.
-    Health and metrics stay exempt: they are cheap, and they are how an operator sees it."""
-
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
-        self.app = app
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.max_in_flight and scope["path"] not in _NEVER_SHED:
-            await _send_json(send, 503, _OVERLOADED, _RETRY)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
+        return limited_receive
 
 
 _NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})

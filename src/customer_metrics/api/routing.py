@@ -7,6 +7,7 @@ import email.message
 import inspect
 import json
 from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from functools import lru_cache
 from typing import Any
 
@@ -87,6 +88,7 @@ class StrictRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if getattr(self.endpoint, "hot", False):
+            handler = _with_file_stack(handler)
             handler = _direct_handler(self, handler) or handler
         takes_body = self.body_field is not None
         # Starlette anchors a route's pattern with `$`, which also matches just before a final
@@ -160,6 +162,23 @@ async def _close_session(request: Request) -> None:
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+_FILE_STACK = "fastapi_middleware_astack"
+
+
+def _with_file_stack(fastapi_handler: Handler) -> Handler:
+    """FastAPI's handler requires the exit stack its middleware opens for every request (to
+    close form files). A hot request skips that middleware (api/hot.py): the stack is opened
+    here, only when FastAPI's handler runs (not in the common case `_direct_handler` takes)."""
+
+    async def handler(request: Request) -> Response:
+        if _FILE_STACK in request.scope:
+            return await fastapi_handler(request)
+        async with AsyncExitStack() as stack:
+            request.scope[_FILE_STACK] = stack
+            return await fastapi_handler(request)
+
+    return handler
 
 
 def _direct_handler(route: APIRoute, fastapi_handler: Handler) -> Handler | None:
