@@ -153,6 +153,9 @@ class Database:
                         timeout=dialect.POOL_TIMEOUT,  # to connect
                         init=native.init_connection,
                         reset=native.keep_connection,
+                        # Open connections stay open (as SQLAlchemy's pools keep theirs): an
+                        # inactivity timer costs every request a timer set and cancelled.
+                        max_inactive_connection_lifetime=0,
                     )
                     try:
                         async with pool.acquire() as connection:
