@@ -3,12 +3,13 @@ returns the number and concurrent callers queue on the counter row."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, func, insert, literal, select, true
+from sqlalchemy import BigInteger, Select, Table, bindparam, insert, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,35 +62,43 @@ async def insert_numbered(
     `only_if` (PostgreSQL; a condition built once, with its own parameters in
     `only_if_params`): neither the number is taken nor the row inserted unless it holds;
     None is returned then."""
-    params = {"organization_id": organization_id, "counter": counter, **values}
+    params = {"organization_id": organization_id, **values}
     if conn.dialect.name == "sqlite":  # writes are already serialised by BEGIN IMMEDIATE
         assert only_if is None, "conditional numbered inserts are PostgreSQL's"
         params["id"] = await next_value(conn, organization_id, counter)
     params.update(only_if_params or {})
     stmt = _numbered_insert(
-        conn.dialect.name, table, tuple(values), tuple(returning), relaxed, only_if
+        conn.dialect.name, table, counter, tuple(values), tuple(returning), relaxed, only_if
     )
     return (await conn.execute(stmt, params)).first()
+
+
+_NAME = re.compile(r"[a-z_]+")
 
 
 @lru_cache(maxsize=64)
 def _numbered_insert(
     dialect_name: str,
     table: Table,
+    counter: str,
     names: tuple[str, ...],
     returning: tuple[Any, ...],
     relaxed: bool,
     only_if: Any,
 ) -> Any:
     """Built once per shape, run with bound parameters: building SQLAlchemy statements costs
-    more CPU per request than executing them."""
+    more CPU per request than executing them. The service's own constants (the counter's
+    name, the increment, the setting) are written into the SQL: each parameter is encoded
+    on every request."""
     columns = {name: bindparam(name, type_=table.c[name].type) for name in names}
     org = bindparam("organization_id", type_=table.c.organization_id.type)
     if dialect_name == "sqlite":
         stmt = insert(table).values(organization_id=org, id=bindparam("id"), **columns)
         return stmt.returning(*returning)
     counters = table_of(Counter)
-    first = select(org, bindparam("counter", type_=counters.c.name.type), literal(1, BigInteger))
+    assert _NAME.fullmatch(counter), counter  # a name of the code's, never a client's
+    one = literal_column("1", BigInteger)
+    first = select(org, literal_column(f"'{counter}'", counters.c.name.type), one)
     bump = (
         pg_insert(counters)
         .from_select(
@@ -98,7 +107,7 @@ def _numbered_insert(
         )
         .on_conflict_do_update(
             index_elements=[counters.c.organization_id, counters.c.name],
-            set_={"value": counters.c.value + 1},
+            set_={"value": counters.c.value + one},
         )
         .returning(counters.c.value)
         .cte("number")
@@ -106,7 +115,9 @@ def _numbered_insert(
     source = select(org, bump.c.value, *columns.values())
     if relaxed:
         # Transaction-local: the setting ends with this statement's own transaction.
-        no_wait = select(func.set_config("synchronous_commit", "off", true()).label("s"))
+        no_wait: Select[Any] = select(
+            literal_column("set_config('synchronous_commit', 'off', true)").label("s")
+        )
         source = source.select_from(bump, no_wait.cte("relaxed"))
         return (
             insert(table)
