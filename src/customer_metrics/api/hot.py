@@ -12,17 +12,22 @@ wrapper applies: they are put in the scope here, as it would), its exit-stack mi
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +44,7 @@ class _HotRoute:
     earlier: re.Pattern[str] | None  # the paths a route tried before it would take
     route: APIRoute
     convertors: dict[str, Any]
+    handler: Callable[[Request], Awaitable[Response]]  # the route's, as its `app` runs it
 
 
 class HotRoutes:
@@ -78,7 +84,13 @@ class HotRoutes:
                     for method in methods:
                         before = [p for m, p in tried if method in m]
                         self._by_method[method].append(
-                            _HotRoute(regex, _combined(before), taken, convertors)
+                            _HotRoute(
+                                regex,
+                                _combined(before),
+                                taken,
+                                convertors,
+                                taken.get_route_handler(),
+                            )
                         )
                 tried.append((methods, regex.pattern))
 
@@ -94,7 +106,8 @@ class HotRoutes:
             if not self._handlers_found:
                 self._handlers = _exception_handlers(self.app)
                 self._handlers_found = True
-            candidates = self._by_method.get(scope["method"], ()) if self._handlers else ()
+            handlers = self._handlers
+            candidates = self._by_method.get(scope["method"], ()) if handlers else ()
             for hot_route in candidates:
                 match = hot_route.regex.match(path)
                 if match is None:
@@ -105,15 +118,63 @@ class HotRoutes:
                 for name, value in match.groupdict().items():
                     params[name] = hot_route.convertors[name].convert(value)
                 route = hot_route.route
-                scope["starlette.exception_handlers"] = self._handlers
+                scope["starlette.exception_handlers"] = handlers
                 if "router" not in scope:
                     scope["router"] = self._router
                 scope["path_params"] = params
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
-                await route.app(scope, receive, send)
+                assert handlers is not None
+                await _serve(hot_route.handler, handlers, scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+async def _serve(
+    handler: Callable[[Request], Awaitable[Response]],
+    handlers: tuple[Any, Any],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """What the route's `app` (FastAPI's request wrapper with Starlette's exception handling)
+    does for it, without the two exit stacks it opens for every request (`_with_exit_stacks`
+    opens them when FastAPI's handler runs): the handler's response is sent, or the answer
+    of the exception handler registered for its error; any other error goes on up."""
+    request = Request(scope, receive, send)
+    started = False
+
+    async def sender(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        response = await handler(request)
+        await response(scope, receive, sender)
+    except Exception as error:
+        exception_handlers, status_handlers = handlers
+        answer = None
+        if isinstance(error, HTTPException):
+            answer = status_handlers.get(error.status_code)
+        if answer is None:
+            answer = next(
+                (exception_handlers[c] for c in type(error).__mro__ if c in exception_handlers),
+                None,
+            )
+        if answer is None:
+            raise
+        if started:
+            raise RuntimeError("Caught handled exception, but response already started.") from error
+        if inspect.iscoroutinefunction(answer):
+            response = await answer(request, error)
+        else:
+            response = await run_in_threadpool(answer, request, error)
+        if response is not None:
+            await response(scope, receive, sender)
+        # A reused exception instance would gather tracebacks across requests.
+        error.__traceback__ = None
 
 
 def _exception_handlers(app: ASGIApp) -> tuple[Any, Any] | None:

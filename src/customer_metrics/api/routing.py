@@ -88,7 +88,7 @@ class StrictRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if getattr(self.endpoint, "hot", False):
-            handler = _with_file_stack(handler)
+            handler = _with_exit_stacks(handler)
             handler = _direct_handler(self, handler) or handler
         takes_body = self.body_field is not None
         # Starlette anchors a route's pattern with `$`, which also matches just before a final
@@ -163,19 +163,24 @@ async def _close_session(request: Request) -> None:
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
-_FILE_STACK = "fastapi_middleware_astack"
+# The exit stacks FastAPI's own handler requires in the scope: its middleware's (form files)
+# and its request wrapper's (dependencies with `yield`).
+_EXIT_STACKS = ("fastapi_middleware_astack", "fastapi_inner_astack", "fastapi_function_astack")
 
 
-def _with_file_stack(fastapi_handler: Handler) -> Handler:
-    """FastAPI's handler requires the exit stack its middleware opens for every request (to
-    close form files). A hot request skips that middleware (api/hot.py): the stack is opened
-    here, only when FastAPI's handler runs (not in the common case `_direct_handler` takes)."""
+def _with_exit_stacks(fastapi_handler: Handler) -> Handler:
+    """A hot request (api/hot.py) runs without FastAPI's middleware and request wrapper,
+    which open the exit stacks its handler requires: they are opened here, only when
+    FastAPI's handler runs (not in the common case `_direct_handler` takes). One stack
+    serves all three: nothing of this API registers on them (no form files, no dependency
+    with `yield`)."""
 
     async def handler(request: Request) -> Response:
-        if _FILE_STACK in request.scope:
+        if _EXIT_STACKS[1] in request.scope:
             return await fastapi_handler(request)
         async with AsyncExitStack() as stack:
-            request.scope[_FILE_STACK] = stack
+            for name in _EXIT_STACKS:
+                request.scope[name] = stack
             return await fastapi_handler(request)
 
     return handler
