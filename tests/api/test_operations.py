@@ -126,3 +126,36 @@ def _ingested(text: str) -> float:
         if line.startswith('cm_values_ingested_total{path="single"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+async def test_an_unexpected_error_is_a_bare_500_on_hot_and_other_routes(
+    client, anon, monkeypatch, caplog
+):
+    """A hot route (matched ahead of FastAPI's stack) and any other route answer an error
+    nothing handled alike: the contract's bare 500, with the request id, logged once."""
+    from customer_metrics.metrics.service import MetricService
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("do not show this")
+
+    monkeypatch.setattr(MetricService, "create", fail)  # POST /customers/metrics: hot
+    monkeypatch.setattr(MetricService, "list_page", fail)  # GET /customers/metrics: not
+    caplog.set_level("ERROR", logger="customer_metrics.http")
+    answers = [
+        await client.post("/customers/metrics", json={"name": "Seats", "data_type": "NUMBER"}),
+        await client.get("/customers/metrics"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 500
+        assert answer.json() == {"detail": "Internal server error", "code": "internal_error"}
+        assert answer.headers["content-type"] == "application/json"
+        assert len(answer.headers["x-request-id"]) == 32
+        assert "do not show this" not in answer.text
+    logged = [r for r in caplog.records if r.getMessage().startswith("unhandled error on")]
+    assert [r.getMessage() for r in logged] == [
+        "unhandled error on POST /external/v1/customers/metrics",
+        "unhandled error on GET /external/v1/customers/metrics",
+    ]
+    text = (await anon.get("/metrics")).text
+    for method in ("POST", "GET"):
+        assert f'method="{method}",route="/customers/metrics",status="500"' in text

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from customer_metrics.api.idempotency import replay_response
+from customer_metrics.api.middleware import last_resort
 from customer_metrics.api_keys.secrets import redact_keys
 from customer_metrics.errors import AppError, InvalidRequest, RateLimited
 from customer_metrics.idempotency.service import Replay
@@ -98,7 +99,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return ASCIIJSONResponse(error_body(detail, code), status_code=exc.status_code, headers=headers)
 
 
+async def _last_resort(_: Request, exc: Exception) -> Response:
+    # FastAPI's ServerErrorMiddleware answers with this, then raises the error on to the edge
+    # middleware (outside it), which logs it.
+    status, body, headers = last_resort(exc)
+    response = Response(body, status_code=status, media_type="application/json")
+    response.raw_headers.extend(headers)
+    return response
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _last_resort)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

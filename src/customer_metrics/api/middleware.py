@@ -25,6 +25,14 @@ _UNAVAILABLE = json.dumps(
 _RETRY = [(b"retry-after", b"1")]
 
 
+def last_resort(error: Exception) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The answer to an error nothing else handled: 503 (retry) when the database
+    connection was lost, else a bare 500 (no trace, SQL or input in it)."""
+    if is_connection_lost(error):
+        return 503, _UNAVAILABLE.encode(), _RETRY
+    return 500, _INTERNAL_ERROR.encode(), []
+
+
 class EdgeMiddleware:
     """Every request passes here first, once: request id, metrics and the last-resort
     500/503; then load shedding and the body limit. One layer for all of it: each ASGI layer
@@ -109,12 +117,11 @@ class EdgeMiddleware:
         except Exception as error:
             if is_connection_lost(error):
                 log.warning("database connection lost on %s %s: %s", scope["method"], path, error)
-                if not response_started:
-                    await _send_json(send_with_headers, 503, _UNAVAILABLE, _RETRY)
-                return
-            log.exception("unhandled error on %s %s", scope["method"], path)
-            if not response_started:
-                await _send_json(send_with_headers, 500, _INTERNAL_ERROR)
+            else:
+                log.exception("unhandled error on %s %s", scope["method"], path)
+            if not response_started:  # else FastAPI's ServerErrorMiddleware answered already
+                code, body, headers = last_resort(error)
+                await _send_json(send_with_headers, code, body.decode(), headers)
         finally:
             elapsed = time.perf_counter() - started
             log.debug("%s %s -> %d in %.1f ms", scope["method"], path, status, elapsed * 1000)

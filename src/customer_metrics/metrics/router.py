@@ -102,8 +102,9 @@ async def create_metric(body: MetricCreate, service: Service, request: Request) 
     # Rendered here rather than through `response_model` (which validates the answer all
     # over again): the hottest write of the API. tests/api/test_seed.py holds it to MetricOut.
     fields = _fields(row)
-    fields["time_created"] = format_timestamp(row.time_created)
-    fields["time_updated"] = format_timestamp(row.time_updated)
+    fields["time_created"] = fields["time_updated"] = format_timestamp(row.time_created)
+    if row.time_updated != row.time_created:  # one clock reading for both, at a create
+        fields["time_updated"] = format_timestamp(row.time_updated)
     location = f"/external/v1/customers/metrics/{fields['metric_id']}"
     return ExactJSONResponse(
         fields, status_code=status.HTTP_201_CREATED, headers={"Location": location}
