@@ -45,9 +45,8 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
         # Our middleware logs each request with its X-Request-ID (at debug level); uvicorn's
         # access log cannot carry it and costs a write per request.
         "access_log": False,
-        # Nothing reads the client's address or scheme (keys, not addresses, are limited), so
-        # X-Forwarded-* need no parsing; and no header names the server software.
-        "proxy_headers": False,
+        # No header names the server software. (X-Forwarded-* from a proxy on this host are
+        # still read: the router's redirect for a trailing slash is absolute, in the scheme.)
         "server_header": False,
         # On SIGTERM, requests in flight get this long to finish; then they are cancelled
         # (rolled back, never answered) and the process exits.

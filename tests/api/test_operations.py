@@ -128,34 +128,76 @@ def _ingested(text: str) -> float:
     return 0.0
 
 
+def _count(text: str, method: str, status: int) -> float:
+    line = (
+        f'cm_http_requests_total{{method="{method}",route="/customers/metrics",status="{status}"}}'
+    )
+    found = [ln for ln in text.splitlines() if ln.startswith(line + " ")]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
 async def test_an_unexpected_error_is_a_bare_500_on_hot_and_other_routes(
     client, anon, monkeypatch, caplog
 ):
     """A hot route (matched ahead of FastAPI's stack) and any other route answer an error
-    nothing handled alike: the contract's bare 500, with the request id, logged once."""
+    nothing handled alike, byte for byte and header for header: the contract's bare 500, or
+    503 with Retry-After when the database connection was lost; with the request id;
+    logged once; counted."""
+    from sqlalchemy.exc import DBAPIError
+
     from customer_metrics.metrics.service import MetricService
 
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("do not show this")
 
-    monkeypatch.setattr(MetricService, "create", fail)  # POST /customers/metrics: hot
-    monkeypatch.setattr(MetricService, "list_page", fail)  # GET /customers/metrics: not
-    caplog.set_level("ERROR", logger="customer_metrics.http")
-    answers = [
-        await client.post("/customers/metrics", json={"name": "Seats", "data_type": "NUMBER"}),
-        await client.get("/customers/metrics"),
-    ]
-    for answer in answers:
-        assert answer.status_code == 500
-        assert answer.json() == {"detail": "Internal server error", "code": "internal_error"}
-        assert answer.headers["content-type"] == "application/json"
-        assert len(answer.headers["x-request-id"]) == 32
-        assert "do not show this" not in answer.text
-    logged = [r for r in caplog.records if r.getMessage().startswith("unhandled error on")]
-    assert [r.getMessage() for r in logged] == [
-        "unhandled error on POST /external/v1/customers/metrics",
-        "unhandled error on GET /external/v1/customers/metrics",
-    ]
-    text = (await anon.get("/metrics")).text
-    for method in ("POST", "GET"):
-        assert f'method="{method}",route="/customers/metrics",status="500"' in text
+    def lose(*args: object, **kwargs: object) -> None:
+        raise DBAPIError("SELECT 1", {}, OSError("gone"), connection_invalidated=True)
+
+    caplog.set_level("WARNING", logger="customer_metrics.http")
+    for failure, status, body in [
+        (fail, 500, {"detail": "Internal server error", "code": "internal_error"}),
+        (
+            lose,
+            503,
+            {"detail": "The database connection was lost; retry shortly.", "code": "unavailable"},
+        ),
+    ]:
+        monkeypatch.setattr(MetricService, "create", failure)  # POST /customers/metrics: hot
+        monkeypatch.setattr(MetricService, "list_page", failure)  # GET /customers/metrics: not
+        before = (await anon.get("/metrics")).text
+        caplog.clear()
+        answers = [
+            await client.post("/customers/metrics", json={"name": "Seats", "data_type": "NUMBER"}),
+            await client.get("/customers/metrics"),
+        ]
+        for answer in answers:
+            assert answer.status_code == status
+            assert answer.json() == body
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.headers["content-length"] == str(len(answer.content))
+            assert answer.headers.get("retry-after") == ("1" if status == 503 else None)
+            assert len(answer.headers["x-request-id"]) == 32
+            assert "do not show this" not in answer.text
+        hot, other = answers
+        assert hot.content == other.content
+        assert sorted(hot.headers) == sorted(other.headers)
+        logged = [r.getMessage() for r in caplog.records if " on " in r.getMessage()]
+        assert [m.split(":")[0] for m in logged] == [
+            f"{'unhandled error' if status == 500 else 'database connection lost'} on {m} "
+            "/external/v1/customers/metrics"
+            for m in ("POST", "GET")
+        ]
+        after = (await anon.get("/metrics")).text
+        for method in ("POST", "GET"):
+            assert _count(after, method, status) == _count(before, method, status) + 1
+
+
+async def test_the_first_request_id_sent_is_the_one_echoed(client):
+    headers = [("X-Request-ID", "first-id"), ("X-Request-ID", "second-id")]
+    for answer in (
+        await client.get("/customers/metrics", headers=headers),
+        await client.post(
+            "/customers/metrics", json={"name": "Rid", "data_type": "NUMBER"}, headers=headers
+        ),
+    ):
+        assert answer.headers["x-request-id"] == "first-id"

@@ -59,17 +59,18 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent_id = b""
+        sent_id: bytes | None = None
         declared = None
         chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                sent_id = value
+                if sent_id is None:  # the first one sent, when there are several
+                    sent_id = value
             elif name == b"content-length":
                 declared = value
             elif name == b"transfer-encoding":
                 chunked = True
-        request_id = choose_request_id(sent_id.decode("latin-1") or None)
+        request_id = choose_request_id(sent_id.decode("latin-1") if sent_id else None)
         token = request_id_var.set(request_id)
         path: str = scope["path"]
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
@@ -157,11 +158,9 @@ _TOO_LARGE = json.dumps({"detail": TOO_LARGE_DETAIL, "code": "payload_too_large"
 async def _send_json(
     send: Send, status: int, body: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
+    data = body.encode()
+    framing = [(b"content-length", str(len(data)).encode()), (b"content-type", b"application/json")]
     await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *(headers or [])],
-        }
+        {"type": "http.response.start", "status": status, "headers": framing + (headers or [])}
     )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send({"type": "http.response.body", "body": data})
