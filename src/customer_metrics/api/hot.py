@@ -5,10 +5,11 @@ router that holds the match (about a tenth of such a request's CPU). Here a rout
 try first matches the same path (one combined expression), so every request reaches the
 route the router would have chosen. Anything else goes to the router as before.
 
-The match is made just inside the edge middleware, so a hot request also skips the layers
-between it and the router: FastAPI's exception middleware (whose handlers the route's own
-wrapper applies: they are put in the scope here, as it would), its exit-stack middleware
-(for form files: hot routes take JSON) and the router's own call."""
+The match is made just inside the edge middleware, outside FastAPI's whole stack
+(`main.ServiceApp`), so a hot request also skips every layer of that stack: its error
+middleware, its exception middleware (whose handlers `_serve` applies: they are put in the
+scope here, as it would), its exit-stack middleware (for form files: hot routes take JSON),
+the router's own call and the route's request wrapper."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ class _HotRoute:
 
 
 class HotRoutes:
-    """App middleware, the innermost one (`app.add_middleware`, before the others): its `app`
-    is FastAPI's exception middleware, whose handlers a hot route's errors are answered by,
+    """Middleware around FastAPI's whole stack (`main.ServiceApp`), inside the edge: its
+    `app` is that stack, whose exception middleware's handlers answer a hot route's errors,
     exactly as any other route's."""
 
     def __init__(
