@@ -1,5 +1,6 @@
 """The outermost layer of every request: request id, metrics, deprecation headers for the
-seed's doubled path, and the last-resort 500 (with no trace, SQL or input in it)."""
+seed's doubled path, load shedding, the body limit, and the last-resort 500 (with no trace,
+SQL or input in it)."""
 
 from __future__ import annotations
 
