@@ -26,12 +26,12 @@ _UNAVAILABLE = json.dumps(
 _RETRY = [(b"retry-after", b"1")]
 
 
-def last_resort(error: Exception) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def last_resort(error: Exception) -> tuple[int, str, list[tuple[bytes, bytes]]]:
     """The answer to an error nothing else handled: 503 (retry) when the database
     connection was lost, else a bare 500 (no trace, SQL or input in it)."""
     if is_connection_lost(error):
-        return 503, _UNAVAILABLE.encode(), _RETRY
-    return 500, _INTERNAL_ERROR.encode(), []
+        return 503, _UNAVAILABLE, _RETRY
+    return 500, _INTERNAL_ERROR, []
 
 
 class EdgeMiddleware:
@@ -123,7 +123,7 @@ class EdgeMiddleware:
                 log.exception("unhandled error on %s %s", scope["method"], path)
             if not response_started:  # else FastAPI's ServerErrorMiddleware answered already
                 code, body, headers = last_resort(error)
-                await _send_json(send_with_headers, code, body.decode(), headers)
+                await _send_json(send_with_headers, code, body, headers)
         finally:
             elapsed = time.perf_counter() - started
             log.debug("%s %s -> %d in %.1f ms", scope["method"], path, status, elapsed * 1000)
