@@ -118,10 +118,18 @@ class LoadResult:
     batch_p50_ms: float = 0.0
     batch_max_ms: float = 0.0
     busy_before: float | None = None
+    # CPU seconds the whole machine spent over the run (every process, clients included).
+    cpu_seconds: float | None = None
 
     @property
     def values_per_s(self) -> float:
         return self.values / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_value(self) -> float | None:
+        if self.cpu_seconds is None or not self.values:
+            return None
+        return self.cpu_seconds / self.values * 1e6
 
 
 def _stamp(ms: int) -> str:

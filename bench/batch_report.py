@@ -24,6 +24,13 @@ class SideRuns:
         return statistics.median(r.values_per_s for r in self.runs) if self.runs else 0.0
 
     @property
+    def cpu_us_per_value(self) -> float | None:
+        """Median over runs of the machine's CPU µs per value stored (None without /proc)."""
+        found = [r.cpu_us_per_value for r in self.runs]
+        known = [v for v in found if v is not None]
+        return statistics.median(known) if known else None
+
+    @property
     def errors(self) -> int:
         """Rejected items plus batches not answered 200 (the floor has none)."""
         bad = sum(
@@ -41,8 +48,17 @@ class SideRuns:
             "description": self.description,
             "runs": runs,
             "median_values_per_s": round(self.median, 1),
+            "median_cpu_us_per_value": _rounded(self.cpu_us_per_value),
             "errors": self.errors,
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _busy(result: LoadResult) -> str:
@@ -53,16 +69,17 @@ def _busy(result: LoadResult) -> str:
 
 def side_table(side: SideRuns) -> str:
     header = f"{'run':>6} {'values/s':>10} {'values':>8} {'batches':>7} {'s':>6} "
-    header += f"{'p50 ms':>8} {'max ms':>8} {'rejected':>8} {'busy':>5}  statuses"
+    header += f"{'p50 ms':>8} {'max ms':>8} {'rejected':>8} {'cpu µs/v':>8} {'busy':>5}  statuses"
     lines = [f"{side.name}: {side.description}", header]
     for i, r in enumerate(side.runs, 1):
         statuses = " ".join(f"{s}:{n}" for s, n in sorted(r.statuses.items())) or "-"
         lines.append(
             f"{i:>6} {r.values_per_s:>10,.0f} {r.values:>8} {r.batches:>7} {r.seconds:>6.2f} "
-            f"{r.batch_p50_ms:>8.0f} {r.batch_max_ms:>8.0f} {r.rejected:>8} {_busy(r):>5}  "
-            f"{statuses}"
+            f"{r.batch_p50_ms:>8.0f} {r.batch_max_ms:>8.0f} {r.rejected:>8} "
+            f"{_cpu(r.cpu_us_per_value):>8} {_busy(r):>5}  {statuses}"
         )
-    lines.append(f"{'median':>6} {side.median:>10,.0f}")
+    blank = " " * 50
+    lines.append(f"{'median':>6} {side.median:>10,.0f} {blank}{_cpu(side.cpu_us_per_value):>8}")
     return "\n".join(lines)
 
 

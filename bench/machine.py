@@ -57,5 +57,15 @@ def cpu_busy(seconds: float = 1.0, ours: Callable[[], Iterable[int]] | None = No
     return min(max(busy / total, 0.0), 1.0)
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds spent on anything but idling, over every CPU, since boot (None without
+    /proc): the difference over a run is what the whole machine spent on it."""
+    try:
+        total, idle = _cpu_ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (total - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_count() -> int:
     return os.cpu_count() or 1
