@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from customer_metrics.cli import app as cli
+from tests.conftest import create_postgres_database, drop_postgres_database
 
 
 @pytest.fixture
@@ -122,13 +123,70 @@ def test_ndjson_round_trip_keeps_exact_decimals(org_env, tmp_path):
     assert "12345678901234567890.12" in csv_out.read_text()
 
 
-def test_import_needs_a_target(backend, monkeypatch, tmp_path):
-    monkeypatch.setenv("CM_DATA_DIR", str(backend.settings.data_dir))
+def test_import_needs_a_target_when_the_local_database_has_several_organizations(org_env, tmp_path):
+    _org, runner = org_env
+    runner.invoke(cli, ["org", "create", "Other", "--json"])
     source = tmp_path / "v.csv"
-    _write_csv(source, [])
-    result = CliRunner().invoke(cli, ["import", str(source)])
+    _write_csv(source, [["a", "seats", "1", "", ""]])
+    result = runner.invoke(cli, ["import", str(source)])
     assert result.exit_code == 2
-    assert "--org" in result.stderr
+    assert "organizations: give --org ID" in _flat(result.stderr)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "v.csv.rejected.ndjson").exists()
+
+
+@pytest.fixture
+def lone_org_env(backend, monkeypatch, tmp_path):
+    """A database of its own holding a single organization (the backend's is shared)."""
+    monkeypatch.setenv("CM_DATA_DIR", str(tmp_path / "lone"))
+    monkeypatch.setenv("CM_SECRET_KEY", backend.settings.secret_key)
+    url = None
+    if backend.name == "sqlite":
+        monkeypatch.delenv("CM_DATABASE_URL", raising=False)
+    else:
+        url = create_postgres_database()
+        monkeypatch.setenv("CM_DATABASE_URL", url)
+    try:
+        runner = CliRunner()
+        assert runner.invoke(cli, ["migrate"]).exit_code == 0
+        created = runner.invoke(cli, ["org", "create", "Lone", "--json"])
+        yield str(json.loads(created.stdout)["organization_id"]), runner
+    finally:
+        if url:
+            drop_postgres_database(url)
+
+
+def test_without_org_the_local_databases_only_organization_is_used(lone_org_env, tmp_path):
+    org, runner = lone_org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+    source = tmp_path / "v.csv"
+    _write_csv(source, [["a", "seats", "3", "2024-01-01T00:00:00Z", ""]])
+    result = runner.invoke(cli, ["import", str(source)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out.ndjson"
+    assert runner.invoke(cli, ["export", "-o", str(out)]).exit_code == 0
+    assert [json.loads(line)["value"] for line in out.read_text().splitlines()] == [3]
+
+
+def test_an_unknown_organization_or_unmigrated_database_is_a_message(
+    backend, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("CM_DATA_DIR", str(tmp_path / "fresh"))  # an embedded file, never migrated
+    monkeypatch.delenv("CM_DATABASE_URL", raising=False)
+    source = tmp_path / "v.csv"
+    _write_csv(source, [["a", "seats", "1", "", ""]])
+    unmigrated = CliRunner().invoke(cli, ["import", str(source), "--org", "1"])
+    assert unmigrated.exit_code == 2
+    assert "customer-metrics migrate" in _flat(unmigrated.stderr)
+
+    monkeypatch.setenv("CM_DATA_DIR", str(backend.settings.data_dir))
+    monkeypatch.setenv("CM_DATABASE_URL", backend.settings.database_url)
+    monkeypatch.setenv("CM_SECRET_KEY", backend.settings.secret_key)
+    for command in (["import", str(source)], ["export"]):
+        result = CliRunner().invoke(cli, [*command, "--org", "999"])
+        assert result.exit_code == 2, result.output
+        assert "no organization 999" in _flat(result.stderr)
+        assert "Traceback" not in result.output
 
 
 def test_csv_with_a_wrong_header_is_refused(org_env, tmp_path):
@@ -165,3 +223,160 @@ def test_local_mode_writes_keep_their_transaction(org_env, tmp_path):
             return response.status_code, customer_b.status_code
 
     assert asyncio.run(run()) == (422, 404)
+
+
+def _history(runner, org, tmp_path):
+    return sorted(
+        (r["customer_id"], r["metric"], r["observed_at"], str(r["value"]), r["source"])
+        for r in _export(runner, org, tmp_path, "--history")
+    )
+
+
+@pytest.mark.parametrize("suffix", ["csv", "ndjson"])
+def test_a_current_values_export_imports_again_unchanged(org_env, tmp_path, suffix):
+    """Each current value is exported as it is stored, `source` included, archived metrics
+    too: importing the export again changes nothing."""
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Tier", "STRING")
+    _metric(runner, org, tmp_path, "Renewal", "DATE")
+    source = tmp_path / "values.csv"
+    _write_csv(
+        source,
+        [
+            ["s0", "tier", "a,b", "2024-01-01T00:00:00Z", "src,0"],
+            ["s0", "tier", "c", "2023-01-01T00:00:00Z", "old"],
+            ["s0", "renewal", "2025-02-03", "2024-01-01T00:00:00Z", "crm"],
+        ],
+    )
+    assert runner.invoke(cli, ["import", str(source), "--org", org]).exit_code == 0
+    _archive(org, "renewal")
+    before = _history(runner, org, tmp_path)
+
+    exported = tmp_path / f"current.{suffix}"
+    result = runner.invoke(cli, ["export", "--org", org, "-o", str(exported)])
+    assert result.exit_code == 0, result.output
+    current = _export(runner, org, tmp_path)
+    assert sorted((r["metric"], r["value"], r["source"]) for r in current) == [
+        ("renewal", "2025-02-03", "crm"),
+        ("tier", "a,b", "src,0"),
+    ]
+    again = runner.invoke(cli, ["import", str(exported), "--org", org])
+    assert again.exit_code == 0, again.output
+    # The archived metric takes no writes (409 metric_archived); its value is there already.
+    assert "1 stored, 1 rejected" in _flat(again.stderr)
+    (refused,) = (tmp_path / f"current.{suffix}.rejected.ndjson").read_text().splitlines()
+    assert json.loads(refused)["errors"][0]["type"] == "metric_archived"
+    assert _history(runner, org, tmp_path) == before
+
+
+def _archive(org, key):
+    import asyncio
+
+    from customer_metrics.settings import get_settings
+    from customer_metrics.transfer.connection import api_client
+
+    async def archive():
+        async with api_client(None, None, int(org), get_settings()) as client:
+            response = await client.patch(f"/customers/metrics/{key}", json={"archived": True})
+            assert response.status_code == 200, response.text
+
+    asyncio.run(archive())
+
+
+def test_csv_cells_are_typed_whatever_form_names_the_metric(org_env, tmp_path):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+    _metric(runner, org, tmp_path, "Active", "BOOLEAN")
+    _metric(runner, org, tmp_path, "ARR", "NUMBER")
+    source = tmp_path / "values.csv"
+    refs = ["seats", "METRIC-001", "METRIC-1", "001", "1"]
+    rows = [[f"c{i}", ref, str(i), "", ""] for i, ref in enumerate(refs)]
+    rows += [["c0", "METRIC-2", " TRUE ", "", ""], ["c0", "003", " 1.50 ", "", ""]]
+    _write_csv(source, rows)
+    result = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert result.exit_code == 0, result.output
+    assert "7 stored, 0 rejected" in _flat(result.stderr)
+    current = {(r["customer_id"], r["metric"]): r["value"] for r in _export(runner, org, tmp_path)}
+    assert current[("c4", "seats")] == 4
+    assert current[("c0", "active")] is True
+    assert current[("c0", "arr")] == 1.5
+
+
+def test_a_byte_order_mark_is_skipped_and_a_row_that_is_not_utf8_is_rejected_alone(
+    org_env, tmp_path
+):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+    source = tmp_path / "values.csv"
+    lines = [b"customer_id,metric,value"] + [f"c{i},seats,{i}".encode() for i in range(5)]
+    lines.insert(3, b"caf\xe9,seats,1")  # line 4: Latin-1, not UTF-8
+    source.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    result = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert result.exit_code == 0, result.output
+    assert "5 stored, 1 rejected" in _flat(result.stderr)
+    (rejected,) = [
+        json.loads(line)
+        for line in (tmp_path / "values.csv.rejected.ndjson").read_text().splitlines()
+    ]
+    assert rejected["line"] == 4
+    assert rejected["errors"][0]["msg"] == "row is not UTF-8 text"
+    assert "caf\ufffd" in rejected["row"]
+
+
+def test_ndjson_lines_are_parsed_as_strictly_as_the_api_parses_bodies(org_env, tmp_path):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "ARR", "NUMBER")
+    source = tmp_path / "values.ndjson"
+    source.write_text(
+        '{"customer_id": "a", "metric": "arr", "value": 1, "value": 2}\n'
+        '{"customer_id": "b", "metric": "arr", "value": NaN}\n'
+        '{"customer_id": "c", "metric": "arr", "value": 3}\n'
+    )
+    result = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert result.exit_code == 0, result.output
+    assert "1 stored, 2 rejected" in _flat(result.stderr)
+    reasons = (tmp_path / "values.ndjson.rejected.ndjson").read_text()
+    assert "duplicate key 'value'" in reasons
+    assert [r["customer_id"] for r in _export(runner, org, tmp_path)] == ["c"]
+
+
+def test_format_is_checked_and_case_blind(org_env, tmp_path):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+    source = tmp_path / "values.txt"
+    source.write_text('{"customer_id": "a", "metric": "seats", "value": 1}\n')
+    wrong = runner.invoke(cli, ["export", "--org", org, "--format", "xml"])
+    assert wrong.exit_code == 2
+    assert "--format must be csv or ndjson" in _flat(wrong.stderr)
+    result = runner.invoke(cli, ["import", str(source), "--org", org, "--format", "NDJSON"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out.txt"
+    result = runner.invoke(cli, ["export", "--org", org, "--format", "CSV", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines()[0] == "customer_id,metric,value,observed_at,source"
+
+
+def test_chunks_a_server_refuses_as_too_large_are_sent_in_halves(org_env, tmp_path, monkeypatch):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Notes", "STRING")
+    monkeypatch.setenv("CM_MAX_BODY_BYTES", str(16 * 1024))  # each row takes ~1 KiB
+    source = tmp_path / "values.csv"
+    _write_csv(source, [[f"c{i:03d}", "notes", "x" * 1000, "", "src"] for i in range(100)])
+    result = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert result.exit_code == 0, result.output
+    assert "100 stored, 0 rejected" in _flat(result.stderr)
+    assert len(_export(runner, org, tmp_path, "--history")) == 100
+
+
+def test_what_stops_an_export_or_import_is_said_without_a_traceback(org_env, tmp_path):
+    org, runner = org_env
+    dead = runner.invoke(cli, ["export", "--url", "http://127.0.0.1:9", "--api-key", "cm_x"])
+    assert dead.exit_code == 1
+    assert "cannot reach the server" in _flat(dead.stderr)
+    nowhere = runner.invoke(
+        cli, ["export", "--org", org, "-o", str(tmp_path / "missing" / "out.csv")]
+    )
+    assert nowhere.exit_code == 1
+    assert "No such file or directory" in _flat(nowhere.stderr)
+    for result in (dead, nowhere):
+        assert "Traceback" not in result.output

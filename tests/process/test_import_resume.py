@@ -238,3 +238,24 @@ async def test_import_killed_part_way_then_rerun_stores_every_good_row_once(
         f"the importer says: {summary[summary.index('Read ') :]}); "
         f"export --history of {len(exported):,} rows: {export_seconds:.1f}s"
     )
+
+
+def test_a_refused_key_is_said_in_a_line_and_leaves_no_rejects_file(
+    server: ServerProcess, tmp_path: Path
+):
+    csv_path = tmp_path / "values.csv"
+    csv_path.write_text("customer_id,metric,value\na,spend,1\n")
+    for command in (["import", str(csv_path)], ["export"]):
+        done = subprocess.run(
+            [_executable(), *command, "--url", server.base_url, "--api-key", "cm_not_a_key"],
+            cwd=server.workdir,
+            env=server.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "the server refused the API key (401)" in " ".join(done.stderr.split())
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "values.csv.rejected.ndjson").exists()

@@ -8,10 +8,12 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import IO, Annotated, Any, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from customer_metrics.settings import get_settings
@@ -40,17 +42,22 @@ def import_command(
     rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go.")] = None,
 ) -> None:
     """Import values (columns customer_id, metric, value, observed_at, source) from CSV or
-    NDJSON. Safe to re-run after an interruption: finished chunks are not stored twice."""
-    kind = detect_format(file, fmt)
+    NDJSON. Safe to re-run after an interruption with the same --chunk-size: finished chunks
+    are not stored twice."""
+    kind = _checked(lambda: detect_format(file, fmt))
     rejects_path = rejects or file.with_name(file.name + ".rejected.ndjson")
     started = time.monotonic()
     total = file.stat().st_size
+    summary = ImportSummary()
 
     async def run() -> ImportSummary:
         with (
             file.open("rb") as raw,
-            io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle,
-            rejects_path.open("w", encoding="utf-8") as rejected,
+            # A byte-order mark is skipped; bytes that are not UTF-8 reject their row only.
+            io.TextIOWrapper(
+                raw, encoding="utf-8-sig", errors="surrogateescape", newline=""
+            ) as handle,
+            _LazyFile(rejects_path) as rejected,
             _progress() as progress,
         ):
             task = progress.add_task("importing", total=total, rows="0", rate="0", bad="0")
@@ -66,13 +73,27 @@ def import_command(
                 )
 
             async with api_client(url, api_key, org, get_settings()) as client:
-                summary = await import_rows(
-                    client, read_rows(handle, kind), kind == "csv", chunk_size, rejected, show
+                await import_rows(
+                    client,
+                    read_rows(handle, kind),
+                    kind == "csv",
+                    chunk_size,
+                    rejected,
+                    show,
+                    summary,
                 )
             progress.update(task, completed=total)
             return summary
 
-    summary = _run(run)
+    def stopped() -> None:
+        if summary.rows:
+            err.print(
+                f"Stopped after reading {summary.rows:,} rows: {summary.accepted:,} stored, "
+                f"{summary.rejected:,} rejected. Run the same command again to go on: "
+                "chunks already stored are not stored twice."
+            )
+
+    _run(run, stopped)
     elapsed = time.monotonic() - started
     rate = summary.rows / max(elapsed, 1e-6)
     err.print(
@@ -104,7 +125,7 @@ def export_command(
     fmt: Format = None,
 ) -> None:
     """Export current values (or the full history) as CSV or NDJSON, streaming."""
-    kind = fmt or (detect_format(output, None) if output else "csv")
+    kind = _checked(lambda: detect_format(output, fmt))
 
     async def run() -> int:
         out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
@@ -142,9 +163,62 @@ def _progress() -> Progress:
     )
 
 
-def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+class _LazyFile:
+    """A text file created by its first write: a run that rejects nothing leaves none."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[str] | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = self._path.open("w", encoding="utf-8")
+        return self._file.write(text)
+
+    def __enter__(self) -> _LazyFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _checked(make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+
+
+def _run(
+    coroutine_factory: Callable[[], Coroutine[Any, Any, T]],
+    stopped: Callable[[], None] = lambda: None,
+) -> T:
+    """Runs the command; what stops it is said in a line (no traceback), after `stopped`."""
     try:
         return asyncio.run(coroutine_factory())
     except ValueError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        message, code = str(error), 2
+    except httpx.HTTPStatusError as error:
+        message, code = _refused(error.response), 1
+    except httpx.TransportError as error:
+        message, code = f"cannot reach the server ({type(error).__name__}: {error})", 1
+    except OSError as error:
+        message, code = f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1
+    except KeyboardInterrupt:
+        message, code = "interrupted", 130
+    stopped()
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _refused(response: httpx.Response) -> str:
+    if response.status_code == 401:
+        return "the server refused the API key (401)"
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    shown = detail if isinstance(detail, str) else response.reason_phrase
+    return f"the server answered {response.status_code}: {shown}"

@@ -1,5 +1,6 @@
 """`customer-metrics export`: current values or full history, streamed page by page to CSV
-or NDJSON (memory stays flat whatever the size)."""
+or NDJSON (memory stays flat whatever the size). Both read the values' history: a current
+value is its customer and metric's newest observation."""
 
 from __future__ import annotations
 
@@ -31,26 +32,28 @@ async def _pages(
             return
 
 
+async def _newest(client: httpx.AsyncClient, path: str) -> dict[str, Any] | None:
+    response = await client.get(path, params={"limit": 1})
+    response.raise_for_status()
+    data = loads_exact(response.content)["data"]
+    return data[0] if data else None
+
+
 async def export_rows(client: httpx.AsyncClient, history: bool) -> AsyncIterator[dict[str, Any]]:
+    """Every customer's observations of every metric (archived ones too), newest first; or,
+    for current values, each one's newest observation: the whole stored row, `source`
+    included, so importing an export again changes nothing."""
     metrics = [m async for m in _pages(client, "/customers/metrics", {"include_archived": "true"})]
     async for customer in _pages(client, "/customers", {}):
         customer_id = customer["customer_id"]
         quoted = quote(customer_id, safe="")
-        if not history:
-            response = await client.get(f"/customers/{quoted}/metrics")
-            response.raise_for_status()
-            for current in loads_exact(response.content)["data"]:
-                yield {
-                    "customer_id": customer_id,
-                    "metric": current["key"],
-                    "value": current["value"],
-                    "observed_at": current["observed_at"],
-                }
-            continue
         for metric in metrics:
-            async for obs in _pages(
-                client, f"/customers/{quoted}/metrics/{metric['key']}/values", {}
-            ):
+            path = f"/customers/{quoted}/metrics/{metric['key']}/values"
+            if history:
+                observations = _pages(client, path, {})
+            else:
+                observations = _one(await _newest(client, path))
+            async for obs in observations:
                 yield {
                     "customer_id": customer_id,
                     "metric": metric["key"],
@@ -58,6 +61,11 @@ async def export_rows(client: httpx.AsyncClient, history: bool) -> AsyncIterator
                     "observed_at": obs["observed_at"],
                     "source": obs["source"],
                 }
+
+
+async def _one(found: dict[str, Any] | None) -> AsyncIterator[dict[str, Any]]:
+    if found is not None:
+        yield found
 
 
 async def write_export(

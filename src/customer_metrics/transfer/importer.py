@@ -8,15 +8,22 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 import httpx
 
 from customer_metrics.api.responses import dumps_exact
-from customer_metrics.transfer.rows import Row, type_cell
+from customer_metrics.transfer.rows import Row, metric_ref_key, type_cell
 
 RETRIES = 8
 BATCH_PATH = "/customers/metrics/values"
+# A chunk's body stays below the server's default body limit (10 MiB), whatever the rows
+# hold; a server with a lower limit answers 413, and the chunk is then sent in halves.
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class Writer(Protocol):
+    def write(self, text: str, /) -> int: ...
 
 
 @dataclass
@@ -29,9 +36,9 @@ class ImportSummary:
     rejects: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def metric_types(client: httpx.AsyncClient) -> dict[str, str]:
-    """data_type by every way a row may name a metric: METRIC-005, 5, key."""
-    types: dict[str, str] = {}
+async def metric_types(client: httpx.AsyncClient) -> dict[object, str]:
+    """data_type by metric, under `metric_ref_key` of its id and of its key."""
+    types: dict[object, str] = {}
     cursor = None
     while True:
         params: dict[str, Any] = {"limit": 200, "include_archived": "true"}
@@ -41,8 +48,8 @@ async def metric_types(client: httpx.AsyncClient) -> dict[str, str]:
         response.raise_for_status()
         page = response.json()
         for metric in page["data"]:
-            for ref in (metric["metric_id"], str(metric["id"]), metric["key"]):
-                types[ref] = metric["data_type"]
+            for ref in (metric["metric_id"], metric["key"]):
+                types[metric_ref_key(ref)] = metric["data_type"]
         cursor = page["next_cursor"]
         if not cursor:
             return types
@@ -84,28 +91,40 @@ async def import_rows(
     rows: Iterable[Row],
     is_csv: bool,
     chunk_size: int,
-    rejects: TextIO,
+    rejects: Writer,
     on_progress: Callable[[ImportSummary], None],
+    summary: ImportSummary | None = None,
 ) -> ImportSummary:
-    summary = ImportSummary()
+    """Sends the rows in chunks of at most `chunk_size` rows and MAX_CHUNK_BYTES of body;
+    `summary` (given, it shows how far an interrupted import got) counts what happened."""
+    summary = summary if summary is not None else ImportSummary()
     types = await metric_types(client) if is_csv else {}
     pending: list[Row] = []
+    pending_bytes = 0
 
-    async def flush() -> None:
-        if not pending:
-            return
-        items = [row.item for row in pending if row.item is not None]
+    async def send(chunk: list[Row]) -> None:
+        items = [row.item for row in chunk if row.item is not None]
         answer = await send_chunk(client, items, chunk_key(summary.chunks, items))
+        if answer.status_code == 413 and len(chunk) > 1:  # the server takes smaller bodies
+            half = len(chunk) // 2
+            await send(chunk[:half])
+            await send(chunk[half:])
+            return
         answer.raise_for_status()
         body = answer.json()
         summary.chunks += 1
         summary.replayed_chunks += answer.headers.get("idempotent-replayed") == "true"
         summary.accepted += body["accepted"]
         for error in body["errors"]:
-            row = pending[error["index"]]
-            _reject(summary, rejects, row, error["detail"])
-        pending.clear()
+            _reject(summary, rejects, chunk[error["index"]], error["detail"])
         on_progress(summary)
+
+    async def flush() -> None:
+        nonlocal pending_bytes
+        if pending:
+            await send(pending)
+        pending.clear()
+        pending_bytes = 0
 
     for row in rows:
         summary.rows += 1
@@ -113,8 +132,13 @@ async def import_rows(
             _reject(summary, rejects, row, [{"msg": row.error, "type": "row_invalid"}])
             continue
         if is_csv and "value" in row.item:
-            row.item["value"] = type_cell(row.item["value"], types.get(str(row.item.get("metric"))))
+            data_type = types.get(metric_ref_key(row.item.get("metric")))
+            row.item["value"] = type_cell(row.item["value"], data_type)
+        size = len(dumps_exact(row.item).encode()) + 1
+        if pending and pending_bytes + size > MAX_CHUNK_BYTES:
+            await flush()
         pending.append(row)
+        pending_bytes += size
         if len(pending) >= chunk_size:
             await flush()
     await flush()
@@ -122,7 +146,7 @@ async def import_rows(
 
 
 def _reject(
-    summary: ImportSummary, rejects: TextIO, row: Row, detail: list[dict[str, Any]]
+    summary: ImportSummary, rejects: Writer, row: Row, detail: list[dict[str, Any]]
 ) -> None:
     summary.rejected += 1
     record = {
