@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -130,7 +131,10 @@ def test_import_needs_a_target_when_the_local_database_has_several_organizations
     _write_csv(source, [["a", "seats", "1", "", ""]])
     result = runner.invoke(cli, ["import", str(source)])
     assert result.exit_code == 2
-    assert "organizations: give --org ID" in _flat(result.stderr)
+    said = _flat(result.stderr)
+    found = re.search(r"the local database has (\d+) organizations: give --org ID", said)
+    assert found is not None, said
+    assert int(found.group(1)) >= 2
     assert "Traceback" not in result.output
     assert not (tmp_path / "v.csv.rejected.ndjson").exists()
 
@@ -357,15 +361,73 @@ def test_format_is_checked_and_case_blind(org_env, tmp_path):
 
 
 def test_chunks_a_server_refuses_as_too_large_are_sent_in_halves(org_env, tmp_path, monkeypatch):
+    """Halves down to single rows: a row no body can carry is rejected, the rest stored, and
+    a re-run replays every chunk (the halves' keys come out the same)."""
     org, runner = org_env
     _metric(runner, org, tmp_path, "Notes", "STRING")
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
     monkeypatch.setenv("CM_MAX_BODY_BYTES", str(16 * 1024))  # each row takes ~1 KiB
     source = tmp_path / "values.csv"
-    _write_csv(source, [[f"c{i:03d}", "notes", "x" * 1000, "", "src"] for i in range(100)])
+    rows = [[f"c{i:03d}", "notes", "x" * 1000, "", "src"] for i in range(100)]
+    rows[40] = ["c040", "seats", "many", "", ""]  # line 42: rejected by the server
+    rows[70] = ["c070", "notes", "y" * 1000 + "é" * 10_000, "", ""]  # line 72: too large
+    _write_csv(source, rows)
     result = runner.invoke(cli, ["import", str(source), "--org", org])
     assert result.exit_code == 0, result.output
-    assert "100 stored, 0 rejected" in _flat(result.stderr)
-    assert len(_export(runner, org, tmp_path, "--history")) == 100
+    assert "98 stored, 2 rejected" in _flat(result.stderr)
+    lines = (tmp_path / "values.csv.rejected.ndjson").read_text().splitlines()
+    rejected = {r["line"]: r["errors"][0]["type"] for r in map(json.loads, lines)}
+    assert rejected == {42: "int_type", 72: "payload_too_large"}
+    again = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert again.exit_code == 0, again.output
+    assert "98 stored, 2 rejected" in _flat(again.stderr)  # the replayed answers
+    assert "chunk(s) already imported before" in _flat(again.stderr)
+    assert len(_export(runner, org, tmp_path, "--history")) == 98
+
+
+def test_a_chunk_stays_under_the_byte_cap_whatever_its_row_count(org_env, tmp_path, monkeypatch):
+    from customer_metrics.transfer import importer
+
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Notes", "STRING")
+    monkeypatch.setattr(importer, "MAX_CHUNK_BYTES", 10 * 1024)
+    monkeypatch.setenv("CM_MAX_BODY_BYTES", str(12 * 1024))  # a larger chunk would be a 413
+    source = tmp_path / "values.csv"
+    _write_csv(source, [[f"c{i:03d}", "notes", "x" * 1000, "", ""] for i in range(30)])
+    result = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert result.exit_code == 0, result.output
+    assert "30 stored, 0 rejected" in _flat(result.stderr)
+    again = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert "4 chunk(s) already imported before" in _flat(again.stderr)  # 9 + 9 + 9 + 3 rows
+
+
+def test_an_import_that_stops_says_how_far_it_got(org_env, tmp_path):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+    source = tmp_path / "values.csv"
+    _write_csv(source, [*([f"c{i}", "seats", str(i), "", ""] for i in range(4)), ["c9", "seats"]])
+    nowhere = tmp_path / "missing" / "rejects.ndjson"
+    command = ["import", str(source), "--org", org, "--chunk-size", "2", "--rejects", str(nowhere)]
+    result = runner.invoke(cli, command)
+    assert result.exit_code == 1
+    said = _flat(result.stderr)
+    assert "Stopped after reading 5 rows: 4 stored, 0 rejected." in said
+    assert "No such file or directory" in said
+    assert "Traceback" not in result.output
+
+
+def test_a_rerun_leaves_no_earlier_runs_rejects_behind(org_env, tmp_path):
+    org, runner = org_env
+    _metric(runner, org, tmp_path, "Seats", "INTEGER")
+    source = tmp_path / "values.csv"
+    rejects = tmp_path / "values.csv.rejected.ndjson"
+    _write_csv(source, [["a", "seats", "1", "", ""], ["b", "seats", "many", "", ""]])
+    assert runner.invoke(cli, ["import", str(source), "--org", org]).exit_code == 0
+    assert rejects.exists()
+    _write_csv(source, [["a", "seats", "1", "", ""], ["b", "seats", "2", "", ""]])
+    fixed = runner.invoke(cli, ["import", str(source), "--org", org])
+    assert "2 stored, 0 rejected" in _flat(fixed.stderr)
+    assert not rejects.exists()
 
 
 def test_what_stops_an_export_or_import_is_said_without_a_traceback(org_env, tmp_path):

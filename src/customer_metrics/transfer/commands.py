@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
+import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -51,6 +53,7 @@ def import_command(
     summary = ImportSummary()
 
     async def run() -> ImportSummary:
+        rejects_path.unlink(missing_ok=True)  # an earlier run's: this run writes its own
         with (
             file.open("rb") as raw,
             # A byte-order mark is skipped; bytes that are not UTF-8 reject their row only.
@@ -92,6 +95,8 @@ def import_command(
                 f"{summary.rejected:,} rejected. Run the same command again to go on: "
                 "chunks already stored are not stored twice."
             )
+        if summary.rejected:
+            err.print(f"Rejected rows so far and their reasons: {rejects_path}")
 
     _run(run, stopped)
     elapsed = time.monotonic() - started
@@ -108,8 +113,6 @@ def import_command(
     )
     if summary.rejected:
         err.print(f"Rejected rows and their reasons: {rejects_path}")
-    else:
-        rejects_path.unlink(missing_ok=True)
 
 
 def export_command(
@@ -198,14 +201,19 @@ def _run(
     """Runs the command; what stops it is said in a line (no traceback), after `stopped`."""
     try:
         return asyncio.run(coroutine_factory())
+    except json.JSONDecodeError as error:  # before ValueError, which it is
+        message, code = f"the server's answer is not the API's JSON ({error})", 1
     except ValueError as error:
         message, code = str(error), 2
+    except csv.Error as error:
+        message, code = f"the file cannot be read as CSV: {error}", 1
     except httpx.HTTPStatusError as error:
         message, code = _refused(error.response), 1
     except httpx.TransportError as error:
         message, code = f"cannot reach the server ({type(error).__name__}: {error})", 1
     except OSError as error:
-        message, code = f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1
+        where = f": {error.filename}" if error.filename else ""
+        message, code = f"{error.strerror or error}{where}", 1
     except KeyboardInterrupt:
         message, code = "interrupted", 130
     stopped()

@@ -69,6 +69,11 @@ async def _local_organization(database: Database, organization_id: int | None) -
         await session.close()
     if len(found) == 1:
         return found[0].id
+    if not found:
+        raise ValueError(
+            "the local database has no organization: create one with "
+            "`customer-metrics org create NAME`"
+        )
     raise ValueError(
         f"the local database has {len(found)} organizations: give --org ID "
         "(or --url and --api-key for a server)"

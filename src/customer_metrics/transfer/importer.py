@@ -20,6 +20,7 @@ BATCH_PATH = "/customers/metrics/values"
 # A chunk's body stays below the server's default body limit (10 MiB), whatever the rows
 # hold; a server with a lower limit answers 413, and the chunk is then sent in halves.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
+TOO_LARGE = {"type": "payload_too_large", "msg": "row is larger than the server's body limit"}
 
 
 class Writer(Protocol):
@@ -105,7 +106,10 @@ async def import_rows(
     async def send(chunk: list[Row]) -> None:
         items = [row.item for row in chunk if row.item is not None]
         answer = await send_chunk(client, items, chunk_key(summary.chunks, items))
-        if answer.status_code == 413 and len(chunk) > 1:  # the server takes smaller bodies
+        if answer.status_code == 413:  # the server takes smaller bodies
+            if len(chunk) == 1:  # a row no chunk can carry: rejected, the import goes on
+                _reject(summary, rejects, chunk[0], [TOO_LARGE])
+                return
             half = len(chunk) // 2
             await send(chunk[:half])
             await send(chunk[half:])
@@ -148,10 +152,10 @@ async def import_rows(
 def _reject(
     summary: ImportSummary, rejects: Writer, row: Row, detail: list[dict[str, Any]]
 ) -> None:
-    summary.rejected += 1
     record = {
         "line": row.line,
         "row": row.item if row.item is not None else row.raw,
         "errors": detail,
     }
     rejects.write(dumps_exact(record) + "\n")
+    summary.rejected += 1

@@ -76,7 +76,8 @@ def _csv(handle: TextIO) -> Iterator[Row]:
     for record in reader:
         line = reader.line_num
         if None in record or any(v is None for v in record.values()):
-            yield Row(line, None, "row does not have the header's number of columns", str(record))
+            reason = "row does not have the header's number of columns"
+            yield Row(line, None, reason, printable(str(record)))
             continue
         raw = json.dumps(record, ensure_ascii=False)
         if _UNDECODED.search(raw):
@@ -91,7 +92,7 @@ def _ndjson(handle: TextIO) -> Iterator[Row]:
         if not text.strip():
             continue
         if _UNDECODED.search(text):
-            yield Row(line, None, "line is not UTF-8 text", printable(text.rstrip("\n")))
+            yield Row(line, None, "row is not UTF-8 text", printable(text.rstrip("\n")))
             continue
         try:  # as strict as the API's own parsing: no NaN, no duplicate keys
             item = strict_loads(text.encode())
