@@ -42,7 +42,7 @@ async def _newest(client: httpx.AsyncClient, path: str) -> dict[str, Any] | None
 async def export_rows(client: httpx.AsyncClient, history: bool) -> AsyncIterator[dict[str, Any]]:
     """Every customer's observations of every metric (archived ones too), newest first; or,
     for current values, each one's newest observation: the whole stored row, `source`
-    included, so importing an export again changes nothing."""
+    included, so importing an export again writes the same observations back."""
     metrics = [m async for m in _pages(client, "/customers/metrics", {"include_archived": "true"})]
     async for customer in _pages(client, "/customers", {}):
         customer_id = customer["customer_id"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -34,7 +34,6 @@ class ImportSummary:
     rejected: int = 0
     chunks: int = 0
     replayed_chunks: int = 0
-    rejects: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def metric_types(client: httpx.AsyncClient) -> dict[object, str]:
